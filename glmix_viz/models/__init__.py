@@ -1,0 +1,36 @@
+"""GLNet models, registered with timm on import."""
+from ._checkpoint import (
+    MODEL_CARD_URL,
+    OFFICIAL_MODELS,
+    best_matching_model,
+    default_checkpoint_path,
+    load_checkpoint,
+    read_checkpoint,
+    unwrap_state_dict,
+)
+from .glnet import (
+    MIXING_MODES,
+    GLMixBlock,
+    GLNet,
+    GLNetTokenLabel,
+    MHSABlock,
+    MHSANCHWBlock,
+    MultiheadSelfAttention,
+)
+
+__all__ = [
+    "GLNet",
+    "GLNetTokenLabel",
+    "GLMixBlock",
+    "MHSABlock",
+    "MHSANCHWBlock",
+    "MultiheadSelfAttention",
+    "MIXING_MODES",
+    "OFFICIAL_MODELS",
+    "MODEL_CARD_URL",
+    "best_matching_model",
+    "default_checkpoint_path",
+    "load_checkpoint",
+    "read_checkpoint",
+    "unwrap_state_dict",
+]

@@ -1,0 +1,275 @@
+"""Reading official GLNet checkpoint files from local disk.
+
+The release's files (``NAME.pth``, linked as OneDrive pages from the model card
+at https://github.com/rayleizhu/GLMix) are dicts holding the weights under
+``"model"`` (``"model_ema"`` for ``glnet_16g``). Users download them by hand;
+the convention is ``<torch hub dir>/checkpoints/NAME.pth`` (``$TORCH_HOME/hub``
+or ``~/.cache/torch/hub``). Nothing here downloads.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import types
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "OFFICIAL_MODELS",
+    "MODEL_CARD_URL",
+    "default_checkpoint_path",
+    "read_checkpoint",
+    "unwrap_state_dict",
+    "load_checkpoint",
+    "best_matching_model",
+]
+
+_logger = logging.getLogger(__name__)
+
+MODEL_CARD_URL = "https://github.com/rayleizhu/GLMix#model-zoo"
+OFFICIAL_MODELS = (
+    "glnet_stl",
+    "glnet_stl_paramslot",
+    "glnet_4g",
+    "glnet_9g",
+    "glnet_16g",
+    "glnet_4g_tklb",
+    "glnet_9g_tklb",
+)
+# Non-official registered models a file may be meant for.
+_EXTRA_MODELS = ("test_glnet",)
+# Where the release keeps the weights inside the file, by model (default "model").
+_STATE_DICT_KEY = {"glnet_16g": "model_ema"}
+_WRAPPER_KEYS = ("model", "model_ema", "state_dict", "state_dict_ema")
+
+PathLike = Union[str, Path]
+
+
+def default_checkpoint_path(name: str) -> Path:
+    """``<torch hub dir>/checkpoints/<name>.pth``; the hub dir follows ``TORCH_HOME``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / f"{name}.pth"
+
+
+# Callables a checkpoint may invoke while unpickling: tensor rebuilding and plain containers.
+_SAFE_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("torch", "Size"),
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor_v3"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch.nn.parameter", "Parameter"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "slice"),
+    ("builtins", "complex"),
+}
+
+
+class _Inert:
+    """Stands in for an object of an untrusted class found in a checkpoint; runs no code."""
+
+    qualname = "?"
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args = args
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<skipped {self.qualname}>"
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    """Unpickles tensors and containers; every other class becomes an inert placeholder.
+
+    The release's files carry training state next to the weights (``args``,
+    optimizer, scaler); ``torch.load(weights_only=True)`` refuses those. This
+    unpickler keeps the same guarantee (no code from the file runs) and simply
+    skips what it does not trust.
+    """
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        return type(name, (_Inert,), {"qualname": f"{module}.{name}"})
+
+
+_tolerant_pickle = types.SimpleNamespace(
+    Unpickler=_TolerantUnpickler, load=pickle.load, loads=pickle.loads, __name__="glmix_viz_safe_pickle"
+)
+
+
+def read_checkpoint(path: PathLike, *, weights_only: bool = True) -> dict:
+    """Load a checkpoint file onto the CPU.
+
+    Args:
+        path: the ``.pth`` file.
+        weights_only: run no code from the file: tensors and containers are
+            read, objects of other classes (e.g. the release's ``args``) are
+            replaced by inert placeholders. Pass ``False`` only for files you
+            trust, to unpickle everything.
+
+    Raises:
+        FileNotFoundError: the file does not exist (names the path and the model card).
+        ValueError: the file is not a readable checkpoint.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint not found: {path}. Download the official weights from the model card "
+            f"at {MODEL_CARD_URL} and save them there, or pass the path of your file."
+        )
+    try:
+        if weights_only:
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ValueError) as err:
+        raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file?): {err}") from err
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of weights")
+    return dict(obj)
+
+
+def unwrap_state_dict(checkpoint: Mapping, model_name: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Take the weights out of a release-format dict, or accept a bare state dict.
+
+    The key tried first is the one the release uses for ``model_name``
+    (``"model_ema"`` for ``glnet_16g``, else ``"model"``), then
+    ``"model"``, ``"model_ema"``, ``"state_dict"``. A ``"module."`` prefix
+    (DistributedDataParallel) is removed.
+    """
+    preferred = _STATE_DICT_KEY.get(model_name or "", "model")
+    for key in (preferred, *_WRAPPER_KEYS):
+        if isinstance(checkpoint.get(key), Mapping):
+            checkpoint = checkpoint[key]
+            break
+    state_dict = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    if not state_dict:
+        raise ValueError(f"no tensors found in checkpoint; top-level keys: {sorted(checkpoint)[:10]}")
+    if all(k.startswith("module.") for k in state_dict):
+        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _signature(state_dict: Mapping[str, torch.Tensor]) -> set:
+    return {(k, tuple(v.shape)) for k, v in state_dict.items()}
+
+
+def best_matching_model(
+    state_dict: Mapping[str, torch.Tensor], candidates: Iterable[str] = OFFICIAL_MODELS
+) -> Tuple[str, float]:
+    """Which registered model a state dict fits best.
+
+    Builds each candidate on the ``meta`` device (no memory, no init cost) and
+    scores the mean of the Jaccard overlaps of keys and of (key, shape) pairs,
+    ignoring the classifier.
+
+    Returns:
+        ``(model name, score in [0, 1])``.
+    """
+    import timm
+
+    def strip_head(sig: set) -> set:
+        return {(k, s) for k, s in sig if not k.startswith(("head.", "tklb_aux_head."))}
+
+    theirs = strip_head(_signature(state_dict))
+    best = ("", -1.0)
+    for name in candidates:
+        with torch.device("meta"):
+            ours = strip_head(_signature(timm.create_model(name).state_dict()))
+        keys_theirs, keys_ours = {k for k, _ in theirs}, {k for k, _ in ours}
+        score = 0.5 * len(theirs & ours) / max(1, len(theirs | ours)) + 0.5 * len(
+            keys_theirs & keys_ours
+        ) / max(1, len(keys_theirs | keys_ours))
+        if score > best[1]:
+            best = (name, score)
+    return best
+
+
+def _classifier_keys(model: nn.Module) -> Tuple[str, ...]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    heads = cfg.get("classifier", "head")
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    return tuple(f"{h}.{p}" for h in heads for p in ("weight", "bias"))
+
+
+def load_checkpoint(
+    model: nn.Module,
+    path: Optional[PathLike] = None,
+    *,
+    name: Optional[str] = None,
+    weights_only: bool = True,
+    num_classes: Optional[int] = None,
+) -> nn.Module:
+    """Load an official (or own) checkpoint into ``model``, strictly.
+
+    Args:
+        model: a GLNet.
+        path: the file; default ``default_checkpoint_path(name)``.
+        name: model name used for the default path and the release's key
+            (default: the model's registered architecture).
+        weights_only: see :func:`read_checkpoint`.
+        num_classes: if it differs from the checkpoint's class count, the
+            classifier is left as built (for fine-tuning) and all else loads.
+
+    Returns:
+        ``model``, with the weights loaded in place (dtype cast to the model's).
+
+    Raises:
+        FileNotFoundError: no such file (the message gives the expected path).
+        ValueError: the keys or shapes do not fit; names the model the file
+            fits best and the first missing and unexpected keys.
+    """
+    name = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    if path is None:
+        if not name:
+            raise ValueError("pass path=..., or name=... to use the torch hub cache")
+        path = default_checkpoint_path(name)
+    state_dict = unwrap_state_dict(read_checkpoint(path, weights_only=weights_only), model_name=name)
+
+    own = model.state_dict()
+    head_keys = [k for k in _classifier_keys(model) if k in own and k in state_dict]
+    if num_classes is not None and head_keys and state_dict[head_keys[0]].shape[0] != num_classes:
+        _logger.info(
+            "%s: checkpoint has %d classes, model %d: classifier left untrained",
+            path, state_dict[head_keys[0]].shape[0], num_classes,
+        )
+        state_dict = {k: v for k, v in state_dict.items() if k not in head_keys}
+        state_dict.update({k: own[k] for k in head_keys})
+
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong_shape = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        fit, score = best_matching_model(state_dict, (*OFFICIAL_MODELS, *_EXTRA_MODELS))
+        this = name or type(model).__name__
+        advice = (
+            f"It fits {fit} best ({score:.0%} of keys and shapes agree): pass --model {fit} / "
+            f"timm.create_model({fit!r}) if that is the file you meant."
+            if score >= 0.5
+            else f"It fits none of the known GLNet models (closest: {fit}, {score:.0%} agree)."
+        )
+        raise ValueError(
+            f"checkpoint {path} does not fit {this}: {len(missing)} missing keys "
+            f"(first: {missing[:3]}), {len(unexpected)} unexpected (first: {unexpected[:3]}), "
+            f"{len(wrong_shape)} with other shapes (first: {wrong_shape[:2]}). {advice}"
+        )
+    model.load_state_dict(state_dict, strict=True)
+    _logger.info("loaded %s into %s", path, name or type(model).__name__)
+    return model

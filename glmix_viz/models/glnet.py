@@ -1,0 +1,863 @@
+"""GLNet: convolution on the pixel grid mixed with attention on semantic slots.
+
+Paper: "Revisiting the Integration of Convolution and Attention for Vision
+Backbone", Lei Zhu et al., NeurIPS 2024. Official code (MIT licence):
+https://github.com/rayleizhu/GLMix.
+
+This is an independent implementation with the release's module names, so
+official checkpoints load with ``strict=True``, unchanged, and give the same
+numbers (tests compare against fixtures made with the official code). It
+differs from the release where the release is slow or broken:
+
+* attention uses ``F.scaled_dot_product_attention`` (fused kernels) under
+  ``nn.MultiheadAttention``'s parameter names;
+* soft grouping works on ``(B, C, H*W)`` views, so no permuted copies of the
+  feature map are made, and the slot logits are scaled on the small side;
+* every GLMix block calls ``slot_tap`` on its slot logits in train and eval
+  mode (the capture contract, see :class:`GLMixBlock`);
+* ``reset_classifier`` works, unknown keyword arguments are errors, gradient
+  checkpointing uses ``torch.utils.checkpoint``.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "GLNet",
+    "GLNetTokenLabel",
+    "GLMixBlock",
+    "MHSABlock",
+    "MHSANCHWBlock",
+    "MultiheadSelfAttention",
+    "MIXING_MODES",
+]
+
+MIXING_MODES = ("glmix", "mha", "mha_nchw", "glmix.mha_nchw")
+
+NormLayer = Union[str, Callable[[int], nn.Module]]
+
+
+def _resolve_norm(norm_layer: NormLayer) -> Callable[[int], nn.Module]:
+    """Accept a norm class/callable or the names used in the release's configs."""
+    if callable(norm_layer):
+        return norm_layer
+    names = {
+        "BatchNorm2d": nn.BatchNorm2d,
+        "LayerNorm2d": LayerNorm2d,
+        "batchnorm": nn.BatchNorm2d,
+        "layernorm2d": LayerNorm2d,
+    }
+    if norm_layer not in names:
+        raise ValueError(
+            f"norm_layer={norm_layer!r} is not known; expected one of {sorted(names)} "
+            "or a callable taking the channel count"
+        )
+    return names[norm_layer]
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+class MultiheadSelfAttention(nn.Module):
+    """Self-attention with ``nn.MultiheadAttention``'s parameter names, on SDPA.
+
+    Keeps the state-dict keys ``in_proj_weight``, ``in_proj_bias``,
+    ``out_proj.{weight,bias}`` of the release, but runs
+    ``F.scaled_dot_product_attention`` directly (no per-call checks, fused
+    kernels on CPU and CUDA).
+
+    Shape:
+        ``(B, N, C) -> (B, N, C)``.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(x.transpose(1, 2).reshape(B, N, C))
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
+
+
+class ResDWConvNCHW(nn.Conv2d):
+    """Depthwise convolution with a residual connection: ``x + dwconv(x)``."""
+
+    def __init__(self, dim: int, ks: int = 3) -> None:
+        super().__init__(dim, dim, ks, 1, padding=ks // 2, bias=True, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale ``gamma * x``; ``gamma`` is ``(C,)`` for NLC or ``(1, C, 1, 1)`` for NCHW."""
+
+    def __init__(self, chans: int, init_value: float = 1e-4, in_format: str = "nlc") -> None:
+        super().__init__()
+        shape = (chans,) if in_format == "nlc" else (1, chans, 1, 1)
+        self.gamma = nn.Parameter(torch.full(shape, float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * x
+
+
+def _layer_scale(chans: int, value: float, in_format: str) -> nn.Module:
+    return LayerScale(chans, value, in_format) if value > 0 else nn.Identity()
+
+
+def _conv_mlp(dim: int, mlp_ratio: float, mlp_dw: bool) -> nn.Sequential:
+    hidden = int(mlp_ratio * dim)
+    return nn.Sequential(
+        nn.Conv2d(dim, hidden, kernel_size=1),
+        ResDWConvNCHW(hidden, ks=3) if mlp_dw else nn.Identity(),
+        nn.GELU(),
+        nn.Conv2d(hidden, dim, kernel_size=1),
+    )
+
+
+def _pos_conv(dim: int, cpe_ks: int) -> Optional[nn.Conv2d]:
+    return nn.Conv2d(dim, dim, kernel_size=cpe_ks, padding=cpe_ks // 2, groups=dim) if cpe_ks > 0 else None
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+class GLMixBlock(nn.Module):
+    """GLMix block: local depthwise convolution + attention among soft-clustered slots.
+
+    Each of the K slots starts from an initial embedding (adaptive average
+    pooling of the input to a sqrt(K) x sqrt(K) grid, or a learned parameter),
+    and the slot logits are ``slot_scale * cos(slot_k, pixel_l)``. Softmax over
+    pixels pools the pixels into slots (clustering); the slots attend to each
+    other; softmax over slots dispatches them back to the pixels.
+
+    Capture contract: ``self.slot_tap`` (an ``nn.Identity``) is called once per
+    forward, in train and eval mode, with the slot logits shaped
+    ``(B, K, H, W)``; its output is what the block uses. Forward hooks on it
+    (see :class:`glmix_viz.capture.SlotCapture`) see every block's logits. It
+    holds no parameters, so state-dict keys are those of the release.
+
+    Shape:
+        ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        num_slots: int = 64,
+        slot_init: str = "ada_avgpool",
+        slot_scale: Optional[float] = None,
+        scale_mode: str = "learnable",
+        local_dw_ks: int = 5,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        norm_layer: NormLayer = LayerNorm2d,
+        cpe_ks: int = 0,
+        mlp_dw: bool = False,
+        layerscale: float = -1.0,
+        use_slot_attention: bool = True,
+    ) -> None:
+        super().__init__()
+        norm_layer = _resolve_norm(norm_layer)
+        if scale_mode not in ("learnable", "const"):
+            raise ValueError(f"scale_mode={scale_mode!r}; expected 'learnable' or 'const'")
+        if slot_init not in ("param", "ada_avgpool"):
+            raise ValueError(f"slot_init={slot_init!r}; expected 'param' or 'ada_avgpool'")
+        self.embed_dim = embed_dim
+        self.num_slots = num_slots
+        self.scale_mode = scale_mode
+        self.slot_init = slot_init
+        self.use_slot_attention = use_slot_attention
+        scale = torch.tensor(slot_scale or embed_dim**-0.5)
+        if scale_mode == "learnable":
+            self.slot_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("slot_scale", scale)
+
+        pos_conv = _pos_conv(embed_dim, cpe_ks)
+        if pos_conv is not None:
+            self.pos_conv = pos_conv
+        self.with_conv_pos_emb = pos_conv is not None
+
+        if slot_init == "param":
+            self.init_slots = nn.Parameter(torch.empty(1, num_slots, embed_dim))
+            nn.init.normal_(self.init_slots, std=0.02)
+        else:
+            self.pool_size = math.isqrt(num_slots)
+            if self.pool_size**2 != num_slots:
+                raise ValueError(f"slot_init='ada_avgpool' needs a square num_slots, got {num_slots}")
+
+        self.norm1 = norm_layer(embed_dim)
+        self.relation_mha = (
+            MultiheadSelfAttention(embed_dim, num_heads) if use_slot_attention else nn.Identity()
+        )
+        self.feature_conv = (
+            nn.Sequential(
+                nn.Conv2d(embed_dim, embed_dim, 1),
+                nn.Conv2d(embed_dim, embed_dim, local_dw_ks, padding=local_dw_ks // 2, groups=embed_dim),
+                nn.Conv2d(embed_dim, embed_dim, 1),
+            )
+            if local_dw_ks > 0
+            else nn.Identity()
+        )
+        self.norm2 = norm_layer(embed_dim)
+        self.mlp = _conv_mlp(embed_dim, mlp_ratio, mlp_dw)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.ls1 = _layer_scale(embed_dim, layerscale, "nchw")
+        self.ls2 = _layer_scale(embed_dim, layerscale, "nchw")
+        self.slot_tap = nn.Identity()
+
+    def initial_slots(self, x: torch.Tensor) -> torch.Tensor:
+        """Initial slot embeddings ``(B or 1, K, C)`` for an input ``(B, C, H, W)``."""
+        if self.slot_init == "param":
+            return self.init_slots
+        return F.adaptive_avg_pool2d(x, self.pool_size).flatten(2).transpose(1, 2)
+
+    def mix(self, x: torch.Tensor, init_slots: torch.Tensor) -> torch.Tensor:
+        """Global mixing through the slots plus the local depthwise branch.
+
+        Args:
+            x: normalised features ``(B, C, H, W)``.
+            init_slots: initial slots ``(B or 1, K, C)``.
+
+        Returns:
+            Mixed features ``(B, C, H, W)``.
+        """
+        B, C, H, W = x.shape
+        x_nlc = x.permute(0, 2, 3, 1).flatten(1, 2)  # (B, N, C): a view for channels_last input
+        slots_n = F.normalize(init_slots, dim=-1) * self.slot_scale
+        logits = slots_n @ F.normalize(x_nlc, dim=-1).transpose(1, 2)  # (B, K, N)
+        logits = self.slot_tap(logits.view(B, -1, H, W)).flatten(2)
+        slots = self.relation_mha(torch.softmax(logits, dim=-1) @ x_nlc)  # (B, K, C)
+        out = torch.softmax(logits, dim=1).transpose(1, 2) @ slots  # (B, N, C)
+        return out.view(B, H, W, C).permute(0, 3, 1, 2) + self.feature_conv(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        init_slots = self.initial_slots(x)  # the release pools before the position embedding
+        if self.with_conv_pos_emb:
+            x = x + self.pos_conv(x)
+        x = x + self.drop_path(self.ls1(self.mix(self.norm1(x), init_slots)))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_slots={self.num_slots}, slot_init={self.slot_init}, "
+            f"scale_mode={self.scale_mode}, use_slot_attention={self.use_slot_attention}"
+        )
+
+
+class MHSABlock(nn.Module):
+    """Transformer block on tokens (``mixing_mode='mha'``).
+
+    Shape:
+        ``(B, N, C) -> (B, N, C)``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        layerscale: float = -1.0,
+    ) -> None:
+        super().__init__()
+        hidden = int(mlp_ratio * embed_dim)
+        self.norm1 = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.mha_op = MultiheadSelfAttention(embed_dim, num_heads, dropout=dropout)
+        self.norm2 = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, embed_dim))
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.ls1 = _layer_scale(embed_dim, layerscale, "nlc")
+        self.ls2 = _layer_scale(embed_dim, layerscale, "nlc")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.ls1(self.mha_op(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+class MHSANCHWBlock(nn.Module):
+    """Transformer block on a feature map, convolutional MLP (``mixing_mode='mha_nchw'``).
+
+    Shape:
+        ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        norm_layer: NormLayer = LayerNorm2d,
+        mlp_dw: bool = False,
+        cpe_ks: int = 0,
+        layerscale: float = -1.0,
+    ) -> None:
+        super().__init__()
+        norm_layer = _resolve_norm(norm_layer)
+        pos_conv = _pos_conv(embed_dim, cpe_ks)
+        if pos_conv is not None:
+            self.pos_conv = pos_conv
+        self.with_conv_pos_emb = pos_conv is not None
+        self.norm1 = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.mha_op = MultiheadSelfAttention(embed_dim, num_heads, dropout=dropout)
+        self.norm2 = norm_layer(embed_dim)
+        self.mlp = _conv_mlp(embed_dim, mlp_ratio, mlp_dw)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.ls1 = _layer_scale(embed_dim, layerscale, "nlc")
+        self.ls2 = _layer_scale(embed_dim, layerscale, "nchw")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_conv_pos_emb:
+            x = x + self.pos_conv(x)
+        B, C, H, W = x.shape
+        tokens = x.permute(0, 2, 3, 1).flatten(1, 2)  # (B, N, C)
+        tokens = tokens + self.drop_path(self.ls1(self.mha_op(self.norm1(tokens))))
+        x = tokens.view(B, H, W, C).permute(0, 3, 1, 2)
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+class GLNetStage(nn.Module):
+    """One resolution stage: a list of blocks of one mixing mode (or alternating GLMix/MHSA).
+
+    As in the release, the blocks always normalise with ``LayerNorm2d`` (the
+    model's ``norm_layer`` only applies to downsampling and the final norm).
+
+    Shape:
+        ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        depth: int,
+        mlp_ratio: float = 4.0,
+        drop_path: Sequence[float] = (),
+        mixing_mode: str = "glmix",
+        local_dw_ks: int = 5,
+        slot_init: str = "ada_avgpool",
+        num_slots: int = 64,
+        use_slot_attention: bool = True,
+        cpe_ks: int = 0,
+        mlp_dw: bool = False,
+        layerscale: float = -1.0,
+    ) -> None:
+        super().__init__()
+        if mixing_mode not in MIXING_MODES:
+            raise ValueError(f"mixing_mode={mixing_mode!r}; expected one of {MIXING_MODES}")
+        self.dim = dim
+        self.depth = depth
+        self.mixing_mode = mixing_mode
+        self.grad_checkpointing = False
+        drop_path = list(drop_path) or [0.0] * depth
+
+        glmix = partial(
+            GLMixBlock, embed_dim=dim, num_heads=num_heads, num_slots=num_slots, slot_init=slot_init,
+            local_dw_ks=local_dw_ks, use_slot_attention=use_slot_attention, mlp_ratio=mlp_ratio,
+            cpe_ks=cpe_ks, mlp_dw=mlp_dw, layerscale=layerscale,
+        )
+        mha_nchw = partial(
+            MHSANCHWBlock, embed_dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, cpe_ks=cpe_ks,
+            mlp_dw=mlp_dw, layerscale=layerscale,
+        )
+        mha = partial(MHSABlock, embed_dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, layerscale=layerscale)
+        blocks = []
+        for i in range(depth):
+            if mixing_mode == "glmix" or (mixing_mode == "glmix.mha_nchw" and i % 2 == 0):
+                blocks.append(glmix(drop_path=drop_path[i]))
+            elif mixing_mode == "mha":
+                blocks.append(mha(drop_path=drop_path[i]))
+            else:
+                blocks.append(mha_nchw(drop_path=drop_path[i]))
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.mixing_mode == "mha"
+        if tokens:
+            B, C, H, W = x.shape
+            x = x.permute(0, 2, 3, 1).flatten(1, 2)
+        for blk in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        if tokens:
+            x = x.reshape(B, H, W, C).permute(0, 3, 1, 2)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, depth={self.depth}, mixing_mode={self.mixing_mode}"
+
+
+# ----------------------------------------------------------------------------- downsampling
+
+
+def _non_overlapped_downsampling(
+    embed_dims: Sequence[int], in_chans: int, midd_order: str, norm_layer: Callable[[int], nn.Module]
+) -> nn.ModuleList:
+    layers = [nn.Sequential(nn.Conv2d(in_chans, embed_dims[0], 4, stride=4), norm_layer(embed_dims[0]))]
+    for i in range(3):
+        conv = nn.Conv2d(embed_dims[i], embed_dims[i + 1], 2, stride=2)
+        if midd_order == "norm.proj":
+            layers.append(nn.Sequential(norm_layer(embed_dims[i]), conv))
+        else:
+            layers.append(nn.Sequential(conv, norm_layer(embed_dims[i + 1])))
+    return nn.ModuleList(layers)
+
+
+def _overlapped_downsampling(
+    embed_dims: Sequence[int],
+    in_chans: int,
+    midd_order: str,
+    norm_layer: Callable[[int], nn.Module],
+    dual_patch_norm: bool,
+    deep_stem: bool = True,
+) -> nn.ModuleList:
+    pre = LayerNorm2d(in_chans) if dual_patch_norm else nn.Identity()
+    half = embed_dims[0] // 2
+    if deep_stem:
+        stem = nn.Sequential(
+            pre,
+            nn.Conv2d(in_chans, half, 3, stride=2, padding=1),
+            norm_layer(half),
+            nn.GELU(),
+            nn.Conv2d(half, embed_dims[0], 3, stride=2, padding=1),
+            norm_layer(embed_dims[0]),
+        )
+    else:
+        stem = nn.Sequential(pre, nn.Conv2d(in_chans, half, 7, stride=4, padding=3), norm_layer(half))
+    layers = [stem]
+    for i in range(3):
+        conv = nn.Conv2d(embed_dims[i], embed_dims[i + 1], 3, stride=2, padding=1)
+        if midd_order == "norm.proj":
+            layers.append(nn.Sequential(norm_layer(embed_dims[i]), conv))
+        else:
+            layers.append(nn.Sequential(conv, norm_layer(embed_dims[i + 1])))
+    return nn.ModuleList(layers)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class GLNet(nn.Module):
+    """GLNet backbone and classifier, with the release's constructor arguments.
+
+    Args:
+        in_chans: input channels.
+        num_classes: classifier outputs; 0 for no head.
+        depth: blocks per stage.
+        embed_dim: channels per stage.
+        head_dim: channels per attention head (heads = channels // head_dim).
+        qk_scale: accepted for compatibility with the release; unused there too.
+        drop_path_rate: stochastic depth, linearly increasing over blocks.
+        drop_rate: dropout before the classifier.
+        use_checkpoint_stages: stage indices run with gradient checkpointing.
+        mlp_ratios: MLP expansion per stage.
+        norm_layer: ``"BatchNorm2d"``, ``"LayerNorm2d"`` or a callable, for the
+            downsampling layers and the final norm (blocks use ``LayerNorm2d``).
+        pre_head_norm_layer: norm before the head (default: ``norm_layer``).
+        mixing_modes: per stage, one of ``MIXING_MODES``.
+        local_dw_ks: depthwise kernel size of the local branch (int or per stage).
+        slot_init: ``"ada_avgpool"`` (pooled) or ``"param"`` (learned) initial slots.
+        num_slots: K, the number of semantic slots.
+        cpe_ks: kernel of the convolutional position embedding (0: none).
+        downsample_style: ``"non_ovlp"`` (Swin-like) or ``"ovlp"`` (deep stem).
+        transition_layout: ``"norm.proj"`` or ``"proj.norm"`` between stages.
+        dual_patch_norm: LayerNorm on the input of the overlapped stem.
+        mlp_dw: residual depthwise conv inside the MLP.
+        layerscale: layer-scale init value (<= 0: none).
+        global_pool: ``"avg"`` or ``""`` (no pooling in ``forward_head``).
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depth: Sequence[int] = (2, 2, 6, 2),
+        embed_dim: Sequence[int] = (96, 192, 384, 768),
+        head_dim: int = 32,
+        qk_scale: Optional[float] = None,
+        drop_path_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        use_checkpoint_stages: Sequence[int] = (),
+        mlp_ratios: Sequence[float] = (4, 4, 4, 4),
+        norm_layer: NormLayer = LayerNorm2d,
+        pre_head_norm_layer: Optional[NormLayer] = None,
+        mixing_modes: Sequence[str] = ("glmix", "glmix", "glmix", "mha"),
+        local_dw_ks: Union[int, Sequence[int]] = 5,
+        slot_init: str = "param",
+        num_slots: int = 64,
+        cpe_ks: int = 0,
+        downsample_style: str = "non_ovlp",
+        transition_layout: str = "proj.norm",
+        dual_patch_norm: bool = False,
+        mlp_dw: bool = False,
+        layerscale: float = -1.0,
+        global_pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        if len(depth) != 4 or len(embed_dim) != 4 or len(mixing_modes) != 4 or len(mlp_ratios) != 4:
+            raise ValueError("depth, embed_dim, mixing_modes and mlp_ratios need 4 entries (one per stage)")
+        if downsample_style not in ("non_ovlp", "ovlp"):
+            raise ValueError(f"downsample_style={downsample_style!r}; expected 'non_ovlp' or 'ovlp'")
+        if transition_layout not in ("norm.proj", "proj.norm"):
+            raise ValueError(f"transition_layout={transition_layout!r}; expected 'norm.proj' or 'proj.norm'")
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"global_pool={global_pool!r}; expected 'avg' or ''")
+        norm = _resolve_norm(norm_layer)
+        self.num_classes = num_classes
+        self.embed_dim = tuple(embed_dim)
+        self.num_features = self.head_hidden_size = embed_dim[-1]
+        self.global_pool = global_pool
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        if downsample_style == "ovlp":
+            self.downsample_layers = _overlapped_downsampling(
+                embed_dim, in_chans, transition_layout, norm, dual_patch_norm
+            )
+        else:
+            self.downsample_layers = _non_overlapped_downsampling(embed_dim, in_chans, transition_layout, norm)
+
+        n = sum(depth)
+        dp_rates = [drop_path_rate * i / max(1, n - 1) for i in range(n)]  # torch.linspace, without a tensor
+        local_dw_ks = (local_dw_ks,) * 4 if isinstance(local_dw_ks, int) else tuple(local_dw_ks)
+        self.stages = nn.ModuleList()
+        self.feature_info = []
+        reduction = 4
+        for i in range(4):
+            self.stages.append(
+                GLNetStage(
+                    dim=embed_dim[i],
+                    num_heads=embed_dim[i] // head_dim,
+                    depth=depth[i],
+                    mlp_ratio=mlp_ratios[i],
+                    drop_path=dp_rates[sum(depth[:i]) : sum(depth[: i + 1])],
+                    mixing_mode=mixing_modes[i],
+                    local_dw_ks=local_dw_ks[i],
+                    slot_init=slot_init,
+                    num_slots=num_slots,
+                    cpe_ks=cpe_ks,
+                    mlp_dw=mlp_dw,
+                    layerscale=layerscale,
+                )
+            )
+            self.feature_info.append(dict(num_chs=embed_dim[i], reduction=reduction, module=f"stages.{i}"))
+            reduction *= 2
+        for i in use_checkpoint_stages:
+            self.stages[i].grad_checkpointing = True
+
+        self.norm = _resolve_norm(pre_head_norm_layer or norm_layer)(embed_dim[-1])
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # -- timm model API -----------------------------------------------------------------
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return {"slot_scale", "init_slots"}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^downsample_layers\.0",
+            blocks=r"^stages\.(\d+)" if coarse else [
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^downsample_layers\.(\d+)", (0,)),
+                (r"^norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier with a fresh ``nn.Linear`` (or ``nn.Identity`` for 0 classes)."""
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise ValueError(f"global_pool={global_pool!r}; expected 'avg' or ''")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = self._new_head(num_classes)
+
+    def _new_head(self, num_classes: int) -> nn.Module:
+        ref = next(self.parameters())
+        head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(head)
+        return head.to(device=ref.device, dtype=ref.dtype)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample_layers[0](x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features.
+
+        Shape:
+            ``(B, in_chans, H, W) -> (B, C, H/32, W/32)`` (normalised).
+        """
+        x = x.contiguous(memory_format=torch.channels_last)
+        for i in range(4):
+            x = self.stages[i](self.downsample_layers[i](x))
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool and classify ``(B, C, h, w)`` features into ``(B, num_classes)`` logits."""
+        if self.global_pool == "avg":
+            x = x.mean((2, 3))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs, timm style.
+
+        Args:
+            x: images ``(B, in_chans, H, W)``.
+            indices: last n stages if int, all if None, else the stage indices to return.
+            norm: apply the final norm to the last stage's output if it is returned.
+            stop_early: stop after the last requested stage.
+            output_fmt: only ``"NCHW"``.
+            intermediates_only: return only the list of intermediates.
+
+        Returns:
+            ``(final_features, [stage outputs])`` or ``[stage outputs]``.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r}; GLNet only gives 'NCHW'")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last = max_index if stop_early else len(self.stages) - 1
+        intermediates = []
+        x = x.contiguous(memory_format=torch.channels_last)
+        for i in range(last + 1):
+            x = self.stages[i](self.downsample_layers[i](x))
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm and i == len(self.stages) - 1 else x)
+        if intermediates_only:
+            return intermediates
+        if last == len(self.stages) - 1:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> List[int]:
+        """Drop stages after the last of ``indices`` (and optionally the norm and head)."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max_index + 1]
+        self.downsample_layers = self.downsample_layers[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+
+class GLNetTokenLabel(GLNet):
+    """GLNet with the token-labelling auxiliary head (the release's ``GLNet_tklb``).
+
+    Output: ``head(mean over tokens) + 0.5 * max over tokens of aux_head(tokens)``,
+    the release's inference rule. The release's training-time CutMix inside
+    ``forward`` is not reproduced: ``forward`` is the same in train and eval.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tklb_aux_head = self._new_head(self.num_classes)
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        super().reset_classifier(num_classes, global_pool)
+        self.tklb_aux_head = self._new_head(num_classes)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        pooled = self.head_drop(x.mean((2, 3)))
+        if pre_logits:
+            return pooled
+        aux = self.tklb_aux_head(x.flatten(2).transpose(1, 2))  # (B, N, num_classes)
+        return self.head(pooled) + 0.5 * aux.amax(dim=1)
+
+
+GLNet_tklb = GLNetTokenLabel  # the release's class name
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
+    """Official checkpoints need no remapping; unwrap the release's file layout."""
+    from ._checkpoint import unwrap_state_dict
+
+    return unwrap_state_dict(state_dict, model_name=getattr(model, "pretrained_cfg", {}).get("architecture"))
+
+
+def _create_glnet(variant: str, pretrained: bool = False, **kwargs) -> GLNet:
+    model_cls: Type[GLNet] = GLNetTokenLabel if variant.endswith("_tklb") else GLNet
+    checkpoint_path = kwargs.pop("checkpoint_path", None)
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    model = build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained=False,  # weights are read from local files below, never downloaded
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
+        **kwargs,
+    )
+    if pretrained:
+        from ._checkpoint import load_checkpoint
+
+        load_checkpoint(
+            model, checkpoint_path or overlay.get("file"), name=variant, num_classes=model.num_classes
+        )
+    return model
+
+
+def _cfg(**kwargs) -> dict:
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "downsample_layers.0.0",
+        "classifier": "head",
+        "license": "mit",
+        "paper_ids": "arXiv:2411.14429",
+        "origin_url": "https://github.com/rayleizhu/GLMix",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "glnet_stl.in1k": _cfg(),
+        "glnet_stl_paramslot.in1k": _cfg(),
+        "glnet_4g.in1k": _cfg(first_conv="downsample_layers.0.1"),
+        "glnet_9g.in1k": _cfg(first_conv="downsample_layers.0.1"),
+        "glnet_16g.in1k": _cfg(first_conv="downsample_layers.0.1"),
+        "glnet_4g_tklb.in1k": _cfg(first_conv="downsample_layers.0.1", classifier=("head", "tklb_aux_head")),
+        "glnet_9g_tklb.in1k": _cfg(first_conv="downsample_layers.0.1", classifier=("head", "tklb_aux_head")),
+        "test_glnet.untrained": _cfg(input_size=(3, 96, 96), pool_size=(3, 3), num_classes=10, origin_url=""),
+    }
+)
+
+_STL = dict(
+    depth=(2, 2, 6, 2), embed_dim=(96, 192, 384, 768), mlp_ratios=(4, 4, 4, 4), head_dim=32,
+    norm_layer=nn.BatchNorm2d, mixing_modes=("glmix", "glmix", "glmix", "mha"), local_dw_ks=5,
+    num_slots=64, transition_layout="norm.proj",
+)
+_HYBRID = dict(
+    depth=(4, 4, 18, 4), mlp_ratios=(3, 3, 3, 3), head_dim=32, norm_layer=nn.BatchNorm2d,
+    mixing_modes=("glmix", "glmix", "glmix.mha_nchw", "mha_nchw"), local_dw_ks=5,
+    slot_init="ada_avgpool", num_slots=64, cpe_ks=3, downsample_style="ovlp",
+    transition_layout="proj.norm", mlp_dw=True,
+)
+
+
+@register_model
+def glnet_stl(pretrained: bool = False, **kwargs) -> GLNet:
+    """GLNet-STL: Swin-Tiny layout, pooled slots (30M params, 82.5% IN-1k)."""
+    return _create_glnet("glnet_stl", pretrained, **{**_STL, "slot_init": "ada_avgpool", **kwargs})
+
+
+@register_model
+def glnet_stl_paramslot(pretrained: bool = False, **kwargs) -> GLNet:
+    """GLNet-STL with learned slot initialisation (30M params, 82.1% IN-1k)."""
+    return _create_glnet("glnet_stl_paramslot", pretrained, **{**_STL, "slot_init": "param", **kwargs})
+
+
+@register_model
+def glnet_4g(pretrained: bool = False, **kwargs) -> GLNet:
+    """GLNet-4G (27M params, 83.7% IN-1k)."""
+    return _create_glnet("glnet_4g", pretrained, **{**_HYBRID, "embed_dim": (64, 128, 256, 512), **kwargs})
+
+
+@register_model
+def glnet_9g(pretrained: bool = False, **kwargs) -> GLNet:
+    """GLNet-9G (60M params, 84.5% IN-1k)."""
+    return _create_glnet("glnet_9g", pretrained, **{**_HYBRID, "embed_dim": (96, 192, 384, 768), **kwargs})
+
+
+@register_model
+def glnet_16g(pretrained: bool = False, **kwargs) -> GLNet:
+    """GLNet-16G, layer scale, EMA weights (106M params, 85.0% IN-1k)."""
+    model_args = {**_HYBRID, "embed_dim": (128, 256, 512, 1024), "layerscale": 1e-4}
+    return _create_glnet("glnet_16g", pretrained, **{**model_args, **kwargs})
+
+
+@register_model
+def glnet_4g_tklb(pretrained: bool = False, **kwargs) -> GLNetTokenLabel:
+    """GLNet-4G trained with token labelling (27M params, 84.4% IN-1k)."""
+    return _create_glnet("glnet_4g_tklb", pretrained, **{**_HYBRID, "embed_dim": (64, 128, 256, 512), **kwargs})
+
+
+@register_model
+def glnet_9g_tklb(pretrained: bool = False, **kwargs) -> GLNetTokenLabel:
+    """GLNet-9G trained with token labelling (61M params, 85.3% IN-1k)."""
+    return _create_glnet("glnet_9g_tklb", pretrained, **{**_HYBRID, "embed_dim": (96, 192, 384, 768), **kwargs})
+
+
+@register_model
+def test_glnet(pretrained: bool = False, **kwargs) -> GLNet:
+    """Tiny GLNet-STL layout (4 GLMix blocks) for fast tests; 10 classes."""
+    model_args = {**_STL, "depth": (1, 1, 2, 1), "embed_dim": (32, 64, 128, 256), "slot_init": "ada_avgpool"}
+    return _create_glnet("test_glnet", pretrained, **{**model_args, **kwargs})

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up .venv (idempotent) and run the demo or the test suite.
+#   bash scripts/quickstart.sh demo   # slots of the bundled model on the bundled image -> glmix-viz-demo/
+#   bash scripts/quickstart.sh test   # the whole test suite (what CI runs)
+# Needs only Python >= 3.10 with pip and venv. Set PYTHON to choose the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-demo}"; shift || true
+case "$what" in demo|test) ;; *) echo "usage: bash scripts/quickstart.sh demo|test [args...]" >&2; exit 2;; esac
+
+py="${PYTHON:-python3}"
+venv=".venv"
+extras="."; [ "$what" = test ] && extras=".[test]"
+stamp="$venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)-${what}"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[quickstart] creating $venv with $("$py" --version)"
+  "$py" -m venv "$venv"
+fi
+if [ ! -f "$stamp" ] && { [ "$what" = demo ] || [ ! -f "${stamp%-test}-test" ]; }; then
+  cons=()
+  [ "$(uname -m)" = x86_64 ] && cons=(-c constraints.txt)
+  echo "[quickstart] installing glmix-viz${extras#.} into $venv (first run: a few minutes)"
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q "${cons[@]}" -e "$extras"
+  touch "$stamp"
+fi
+
+if [ "$what" = demo ]; then
+  exec "$venv/bin/glmix-viz" --demo --out glmix-viz-demo "$@"
+else
+  exec "$venv/bin/python" -m pytest "$@"
+fi

@@ -1,0 +1,46 @@
+"""Shared fixtures. Matplotlib uses the Agg backend; reference data lives in tests/data."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np
+import pytest
+import torch
+
+import glmix_viz  # noqa: F401  (registers the models with timm)
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = DATA / "reference"
+FIXTURES = ("tiny_stl", "tiny_stl_paramslot", "tiny_4g", "tiny_4g_tklb")
+
+
+@pytest.fixture(scope="session")
+def official() -> dict:
+    """Facts about the official release: keys, shapes, params, GLMix block names per model."""
+    return json.loads((REFERENCE / "glnet_official_state_dicts.json").read_text())
+
+
+def load_fixture(name: str) -> dict:
+    return torch.load(REFERENCE / f"{name}.pt", weights_only=False)
+
+
+@pytest.fixture
+def seed() -> int:
+    torch.manual_seed(0)
+    np.random.seed(0)
+    return 0
+
+
+@pytest.fixture
+def tiny_model():
+    """A tiny GLNet (test_glnet, 4 GLMix blocks) with the tiny_stl fixture's weights, in eval mode."""
+    import timm
+
+    fx = load_fixture("tiny_stl")
+    model = timm.create_model("test_glnet", num_classes=10)
+    model.load_state_dict(fx["state_dict"])
+    return model.eval()

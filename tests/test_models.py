@@ -1,0 +1,145 @@
+"""The GLNet family is the released one: same keys, shapes, parameter counts and numbers."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+
+from glmix_viz.capture import SlotCapture, glmix_blocks
+from glmix_viz.models import OFFICIAL_MODELS, GLNet, GLNetTokenLabel
+
+from .conftest import FIXTURES, load_fixture
+
+TOL = 1e-4
+
+
+def build_from_fixture(name: str) -> tuple[nn.Module, dict]:
+    fx = load_fixture(name)
+    cls = {"GLNet": GLNet, "GLNet_tklb": GLNetTokenLabel}[fx["model_class"]]
+    model = cls(**fx["config"])
+    model.load_state_dict(fx["state_dict"], strict=True)
+    return model.eval(), fx
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_logits_and_slot_logits_match_release(name):
+    model, fx = build_from_fixture(name)
+    assert [n for n, _ in glmix_blocks(model)] == fx["glmix_block_names"]
+    with torch.no_grad(), SlotCapture(model) as cap:
+        logits = model(fx["input"])
+    assert (logits - fx["logits"]).abs().max().item() < TOL
+    assert [r.name for r in cap.records] == fx["glmix_block_names"]
+    for record, expected in zip(cap.records, fx["slot_logits"]):
+        assert record.logits.shape == expected.shape
+        assert (record.logits - expected).abs().max().item() < TOL, record.name
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_numbers_hold_with_grad_and_nchw_blocks(name):
+    """Same numbers with autograd on, and when a block is fed a plain NCHW tensor."""
+    model, fx = build_from_fixture(name)
+    logits = model(fx["input"])
+    assert (logits.detach() - fx["logits"]).abs().max().item() < TOL
+    first = model.stages[0].blocks[0]
+    x = model.downsample_layers[0](fx["input"]).contiguous()
+    with torch.no_grad():
+        a = first(x)
+        b = first(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", OFFICIAL_MODELS)
+def test_official_keys_shapes_params_and_blocks(name, official):
+    ref = official[name]
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert list(shapes) == list(ref["state_dict"])  # same keys, same order
+    assert shapes == ref["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == ref["num_params"]
+    assert [n for n, _ in glmix_blocks(model)] == ref["glmix_blocks"]
+    assert model.pretrained_cfg["input_size"] == (3, 224, 224)
+    assert model.pretrained_cfg["crop_pct"] == 0.875
+
+
+def test_unknown_keyword_is_an_error():
+    with pytest.raises(TypeError, match="slot_int"):
+        GLNet(slot_int="param")
+    with pytest.raises(TypeError):
+        timm.create_model("test_glnet", mixing_mode="glmix")
+
+
+def test_bad_option_values_are_named():
+    with pytest.raises(ValueError, match="mixing_mode='conv'"):
+        GLNet(mixing_modes=("glmix", "glmix", "conv", "mha"))
+    with pytest.raises(ValueError, match="norm_layer='GroupNorm'"):
+        GLNet(norm_layer="GroupNorm")
+
+
+def test_norm_layer_string_equals_class():
+    torch.manual_seed(0)
+    a = GLNet(norm_layer="BatchNorm2d", depth=(1, 1, 1, 1), embed_dim=(32, 64, 96, 128), num_classes=5)
+    b = GLNet(norm_layer=nn.BatchNorm2d, depth=(1, 1, 1, 1), embed_dim=(32, 64, 96, 128), num_classes=5)
+    b.load_state_dict(a.state_dict())
+    assert isinstance(a.norm, nn.BatchNorm2d)
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(a.eval()(x), b.eval()(x))
+
+
+def test_reset_classifier(tiny_model):
+    x = torch.randn(2, 3, 64, 96)
+    feats = tiny_model.forward_head(tiny_model.forward_features(x), pre_logits=True)
+    tiny_model.reset_classifier(7)
+    assert tiny_model.num_classes == 7
+    assert tiny_model.get_classifier().out_features == 7
+    out = tiny_model(x)
+    assert out.shape == (2, 7)
+    w, b = tiny_model.head.weight, tiny_model.head.bias
+    assert torch.allclose(out, feats @ w.T + b, atol=1e-5)
+    tiny_model.reset_classifier(0)
+    assert torch.allclose(tiny_model(x), feats, atol=1e-6)
+
+
+def test_reset_classifier_token_label():
+    model, fx = build_from_fixture("tiny_4g_tklb")
+    model.reset_classifier(3)
+    assert model(fx["input"]).shape == (2, 3)
+    assert model.tklb_aux_head.out_features == 3
+
+
+def test_forward_intermediates_and_features(tiny_model):
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        final, inters = tiny_model.forward_intermediates(x)
+        assert torch.allclose(final, tiny_model.forward_features(x), atol=1e-6)
+        assert [t.shape[1:] for t in inters] == [
+            (32, 24, 32), (64, 12, 16), (128, 6, 8), (256, 3, 4)
+        ]
+        only = tiny_model.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
+        assert len(only) == 1 and torch.allclose(only[0], inters[1])
+    assert [f["reduction"] for f in tiny_model.feature_info] == [4, 8, 16, 32]
+    backbone = timm.create_model("test_glnet", features_only=True, out_indices=(1, 3))
+    backbone.load_state_dict(tiny_model.state_dict(), strict=False)
+    assert backbone.feature_info.channels() == [64, 256]
+
+
+def test_grad_checkpointing_same_numbers_and_grads(tiny_model):
+    x = torch.randn(2, 3, 64, 64)
+    tiny_model.zero_grad()
+    tiny_model(x).square().sum().backward()
+    ref = {n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None}
+    tiny_model.zero_grad()
+    tiny_model.set_grad_checkpointing(True)
+    out = tiny_model(x)
+    out.square().sum().backward()
+    assert all(s.grad_checkpointing for s in tiny_model.stages)
+    for n, p in tiny_model.named_parameters():
+        if n in ref:
+            assert torch.allclose(p.grad, ref[n], atol=1e-5), n
+
+
+def test_use_checkpoint_stages_is_honoured():
+    model = timm.create_model("test_glnet", use_checkpoint_stages=(0, 2))
+    assert [s.grad_checkpointing for s in model.stages] == [True, False, True, False]
+
