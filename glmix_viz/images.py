@@ -135,11 +135,11 @@ class Preprocess:
     def geometry(self, size: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int, int, int]]:
         """Resized ``(w, h)`` and the crop box ``(left, top, right, bottom)`` for an image ``(w, h)``."""
         w, h = size
-        if self.mode == "crop":
-            short = int(round(self.input_size / self.crop_pct))
-            scale = short / min(w, h)
-            rw, rh = max(self.input_size, round(w * scale)), max(self.input_size, round(h * scale))
-            left, top = (rw - self.input_size) // 2, (rh - self.input_size) // 2
+        if self.mode == "crop":  # as torchvision's Resize(short) + CenterCrop(size), which timm uses
+            short = int(self.input_size / self.crop_pct)
+            rw, rh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+            left = int(round((rw - self.input_size) / 2.0))
+            top = int(round((rh - self.input_size) / 2.0))
             return (rw, rh), (left, top, left + self.input_size, top + self.input_size)
         scale = self.input_size / min(w, h)
         rw = max(32, int(round(w * scale / 32)) * 32)
