@@ -33,6 +33,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
+from . import _fused
+
 __all__ = [
     "GLNet",
     "GLNetTokenLabel",
@@ -96,10 +98,11 @@ class MultiheadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        qkv = _fused.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(x.transpose(1, 2).reshape(B, N, C))
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return _fused.linear(x, self.out_proj.weight, self.out_proj.bias)
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
@@ -143,6 +146,16 @@ def _conv_mlp(dim: int, mlp_ratio: float, mlp_dw: bool) -> nn.Sequential:
 
 def _pos_conv(dim: int, cpe_ks: int) -> Optional[nn.Conv2d]:
     return nn.Conv2d(dim, dim, kernel_size=cpe_ks, padding=cpe_ks // 2, groups=dim) if cpe_ks > 0 else None
+
+
+def _conv_mlp_residual(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x + drop_path(ls2(mlp(norm2(x))))``, fused on CPU inference (see ``_fused``)."""
+    if not block.training and _fused.can_fuse(x):
+        gamma = block.ls2.gamma if isinstance(block.ls2, LayerScale) else None
+        out = _fused.conv_mlp_residual(x, block.norm2(x), block.mlp, gamma)
+        if out is not None:
+            return out
+    return x + block.drop_path(block.ls2(block.mlp(block.norm2(x))))
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -240,6 +253,27 @@ class GLMixBlock(nn.Module):
             return self.init_slots
         return F.adaptive_avg_pool2d(x, self.pool_size).flatten(2).transpose(1, 2)
 
+    def group(self, x: torch.Tensor, init_slots: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Soft clustering of pixels into slots, and attention among the slots.
+
+        Args:
+            x: normalised features ``(B, C, H, W)``.
+            init_slots: initial slots ``(B or 1, K, C)``.
+
+        Returns:
+            ``(logits, slots)``: slot logits ``(B, K, H*W)`` (after ``slot_tap``)
+            and updated slots ``(B, K, C)``.
+        """
+        B, C, H, W = x.shape
+        x_nlc = x.permute(0, 2, 3, 1).flatten(1, 2)  # (B, N, C): a view for channels_last input
+        slots_n = F.normalize(init_slots, dim=-1) * self.slot_scale
+        # cos(slot, pixel): normalising the (B, K, N) product is cheaper than the (B, N, C) pixels
+        pixel_norm = torch.linalg.vector_norm(x_nlc, dim=-1).clamp_min(1e-12)  # as F.normalize
+        logits = (slots_n @ x_nlc.transpose(1, 2)) / pixel_norm.unsqueeze(1)  # (B, K, N)
+        logits = self.slot_tap(logits.view(B, -1, H, W)).flatten(2)
+        slots = self.relation_mha(torch.softmax(logits, dim=-1) @ x_nlc)  # (B, K, C)
+        return logits, slots
+
     def mix(self, x: torch.Tensor, init_slots: torch.Tensor) -> torch.Tensor:
         """Global mixing through the slots plus the local depthwise branch.
 
@@ -251,20 +285,34 @@ class GLMixBlock(nn.Module):
             Mixed features ``(B, C, H, W)``.
         """
         B, C, H, W = x.shape
-        x_nlc = x.permute(0, 2, 3, 1).flatten(1, 2)  # (B, N, C): a view for channels_last input
-        slots_n = F.normalize(init_slots, dim=-1) * self.slot_scale
-        logits = slots_n @ F.normalize(x_nlc, dim=-1).transpose(1, 2)  # (B, K, N)
-        logits = self.slot_tap(logits.view(B, -1, H, W)).flatten(2)
-        slots = self.relation_mha(torch.softmax(logits, dim=-1) @ x_nlc)  # (B, K, C)
-        out = torch.softmax(logits, dim=1).transpose(1, 2) @ slots  # (B, N, C)
+        logits, slots = self.group(x, init_slots)
+        out = torch.softmax(logits, dim=1).transpose(1, 2) @ slots  # dispatch: (B, N, C)
         return out.view(B, H, W, C).permute(0, 3, 1, 2) + self.feature_conv(x)
+
+    def _mix_residual_fused(self, shortcut: torch.Tensor, x: torch.Tensor, init_slots: torch.Tensor):
+        """``shortcut + ls1(mix(x))`` with the adds folded into a matmul and a convolution (CPU inference)."""
+        B, C, H, W = x.shape
+        logits, slots = self.group(x, init_slots)
+        gamma = self.ls1.gamma.reshape(-1) if isinstance(self.ls1, LayerScale) else None
+        if gamma is not None:
+            slots = slots * gamma
+        shortcut = shortcut.contiguous(memory_format=torch.channels_last)
+        acc = torch.baddbmm(
+            shortcut.permute(0, 2, 3, 1).reshape(B, H * W, C), torch.softmax(logits, dim=1).transpose(1, 2), slots
+        ).view(B, H, W, C).permute(0, 3, 1, 2)  # shortcut + dispatch, channels_last
+        pw1, dw, pw2 = self.feature_conv
+        return _fused.conv_add(dw(pw1(x)), acc, pw2, gamma)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         init_slots = self.initial_slots(x)  # the release pools before the position embedding
         if self.with_conv_pos_emb:
             x = x + self.pos_conv(x)
-        x = x + self.drop_path(self.ls1(self.mix(self.norm1(x), init_slots)))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        if not self.training and isinstance(self.feature_conv, nn.Sequential) and _fused.can_fuse(x):
+            out = self._mix_residual_fused(x, self.norm1(x), init_slots)
+            x = out if out is not None else x + self.ls1(self.mix(self.norm1(x), init_slots))
+        else:
+            x = x + self.drop_path(self.ls1(self.mix(self.norm1(x), init_slots)))
+        return _conv_mlp_residual(self, x)
 
     def extra_repr(self) -> str:
         return (
@@ -301,7 +349,9 @@ class MHSABlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.mha_op(self.norm1(x))))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        fc1, _, fc2 = self.mlp
+        hidden = _fused.linear(self.norm2(x), fc1.weight, fc1.bias, gelu=True)
+        return x + self.drop_path(self.ls2(_fused.linear(hidden, fc2.weight, fc2.bias)))
 
 
 class MHSANCHWBlock(nn.Module):
@@ -344,7 +394,7 @@ class MHSANCHWBlock(nn.Module):
         tokens = x.permute(0, 2, 3, 1).flatten(1, 2)  # (B, N, C)
         tokens = tokens + self.drop_path(self.ls1(self.mha_op(self.norm1(tokens))))
         x = tokens.view(B, H, W, C).permute(0, 3, 1, 2)
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        return _conv_mlp_residual(self, x)
 
 
 class GLNetStage(nn.Module):
