@@ -10,18 +10,22 @@ case "$what" in demo|test) ;; *) echo "usage: bash scripts/quickstart.sh demo|te
 
 py="${PYTHON:-python3}"
 venv=".venv"
-extras="."; [ "$what" = test ] && extras=".[test]"
-stamp="$venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)-${what}"
+hash="$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
+if [ "$what" = test ]; then extras=".[test]"; ready=("$venv/.installed-$hash-test")
+else extras="."; ready=("$venv/.installed-$hash-demo" "$venv/.installed-$hash-test"); fi
+
 if [ ! -x "$venv/bin/python" ]; then
   echo "[quickstart] creating $venv with $("$py" --version)"
   "$py" -m venv "$venv"
 fi
-if [ ! -f "$stamp" ] && { [ "$what" = demo ] || [ ! -f "${stamp%-test}-test" ]; }; then
+installed=false
+for f in "${ready[@]}"; do [ -f "$f" ] && installed=true; done
+if [ "$installed" = false ]; then
   cons=()
   [ "$(uname -m)" = x86_64 ] && cons=(-c constraints.txt)
-  echo "[quickstart] installing glmix-viz${extras#.} into $venv (first run: a few minutes)"
+  echo "[quickstart] installing glmix-viz${extras#.} into $venv (first time: a few minutes)"
   "$venv/bin/python" -m pip install --disable-pip-version-check -q "${cons[@]}" -e "$extras"
-  touch "$stamp"
+  touch "${ready[0]}"
 fi
 
 if [ "$what" = demo ]; then

@@ -143,3 +143,24 @@ def test_use_checkpoint_stages_is_honoured():
     model = timm.create_model("test_glnet", use_checkpoint_stages=(0, 2))
     assert [s.grad_checkpointing for s in model.stages] == [True, False, True, False]
 
+
+
+@pytest.mark.parametrize("name", ["tiny_4g", "tiny_stl_paramslot"])
+def test_fused_cpu_inference_equals_plain_path(name, monkeypatch):
+    from glmix_viz.models import _fused
+
+    model, fx = build_from_fixture(name)
+    calls = []
+    conv_add = _fused._conv_add
+    monkeypatch.setattr(_fused, "_conv_add", lambda *a: calls.append(1) or conv_add(*a))
+    with torch.no_grad():
+        fused = model(fx["input"])
+        assert calls, "the fused path did not run"
+        assert _fused.fused_inference_enabled()  # no kernel refused and disabled it
+        _fused.set_fused_inference(False)
+        try:
+            plain = model(fx["input"])
+        finally:
+            _fused.set_fused_inference(True)
+    assert (fused - plain).abs().max() < 1e-5
+    assert (fused - fx["logits"]).abs().max() < TOL
