@@ -26,11 +26,11 @@ from .capture import SlotCapture, resolve_blocks
 from .figures import render_hard_grouping, render_slot_grid
 from .images import Preprocess, expand_image_paths, load_image, preprocess
 from .models import OFFICIAL_MODELS, default_checkpoint_path, load_checkpoint
+from .models.demo import load_demo_model
 
 _logger = logging.getLogger("glmix_viz")
 
 DEMO_IMAGE = Path(__file__).parent / "data" / "demo_cat.jpg"
-FALLBACK_MODEL = "test_glnet"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,13 +91,8 @@ def build_model(
         model = timm.create_model(model_name)
         load_checkpoint(model, hub_file, name=model_name, weights_only=not trust)
         return model, f"{model_name} from {hub_file}"
-    torch.manual_seed(seed)
-    model = timm.create_model(FALLBACK_MODEL)
-    return model, (
-        f"no weights for {model_name} at {hub_file}: using the bundled fallback, an UNTRAINED tiny "
-        f"GLNet ({FALLBACK_MODEL}); its slots show the pipeline, not learned groups. Download the "
-        f"official weights (github.com/rayleizhu/GLMix) to that path, or pass --checkpoint."
-    )
+    model, what = load_demo_model(seed=seed)
+    return model, f"no weights for {model_name} at {hub_file}: using {what}"
 
 
 def select_blocks(model: torch.nn.Module, blocks: Optional[Sequence[str]]):

@@ -40,7 +40,7 @@ OFFICIAL_MODELS = (
     "glnet_9g_tklb",
 )
 # Non-official registered models a file may be meant for.
-_EXTRA_MODELS = ("test_glnet",)
+_EXTRA_MODELS = ("glnet_demo", "test_glnet")
 # Where the release keeps the weights inside the file, by model (default "model").
 _STATE_DICT_KEY = {"glnet_16g": "model_ema"}
 _WRAPPER_KEYS = ("model", "model_ema", "state_dict", "state_dict_ema")

@@ -846,6 +846,7 @@ default_cfgs = generate_default_cfgs(
         "glnet_16g.in1k": _cfg(first_conv="downsample_layers.0.1"),
         "glnet_4g_tklb.in1k": _cfg(first_conv="downsample_layers.0.1", classifier=("head", "tklb_aux_head")),
         "glnet_9g_tklb.in1k": _cfg(first_conv="downsample_layers.0.1", classifier=("head", "tklb_aux_head")),
+        "glnet_demo.emojivoc": _cfg(input_size=(3, 192, 192), pool_size=(6, 6), num_classes=20, origin_url=""),
         "test_glnet.untrained": _cfg(input_size=(3, 96, 96), pool_size=(3, 3), num_classes=10, origin_url=""),
     }
 )
@@ -904,6 +905,17 @@ def glnet_4g_tklb(pretrained: bool = False, **kwargs) -> GLNetTokenLabel:
 def glnet_9g_tklb(pretrained: bool = False, **kwargs) -> GLNetTokenLabel:
     """GLNet-9G trained with token labelling (61M params, 85.3% IN-1k)."""
     return _create_glnet("glnet_9g_tklb", pretrained, **{**_HYBRID, "embed_dim": (96, 192, 384, 768), **kwargs})
+
+
+@register_model
+def glnet_demo(pretrained: bool = False, **kwargs) -> GLNet:
+    """Reduced-width GLNet-STL layout (10 GLMix blocks, 3.4M params), 20 outputs (VOC classes).
+
+    The bundled demo model (``glmix_viz.models.load_demo_model``) is this
+    architecture trained on EmojiVOC with image-level labels at 192 px.
+    """
+    model_args = {**_STL, "embed_dim": (32, 64, 128, 256), "slot_init": "ada_avgpool", "num_classes": 20}
+    return _create_glnet("glnet_demo", pretrained, **{**model_args, **kwargs})
 
 
 @register_model
