@@ -1,30 +1,89 @@
 """``glmix-wsss``: weakly-supervised semantic segmentation with GLNet slots.
 
-Subcommands arrive with the WSSS issues (dataset generation, training,
-pseudo-labels, scoring); each one listed by ``glmix-wsss --help`` works.
+    glmix-wsss make-emojivoc --out data/emojivoc --train 3000 --val 500 --seed 0
+    glmix-wsss train --voc-root data/emojivoc --model glnet_demo --out runs/demo
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from glmix_viz import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="glmix-wsss", description=__doc__.splitlines()[0].strip("`: "))
+    p = argparse.ArgumentParser(prog="glmix-wsss", description="Weakly-supervised segmentation with GLNet slots.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_subparsers(dest="command", metavar="COMMAND")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    g = sub.add_parser("make-emojivoc", help="generate EmojiVOC (VOC classes as emoji, exact masks, VOC layout)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--out", type=Path, required=True, help="folder to create (holds VOCdevkit/ and voc12/)")
+    g.add_argument("--train", type=int, default=1000, help="training images")
+    g.add_argument("--val", type=int, default=200, help="validation images")
+    g.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("train", help="image-level multi-label training of a GLNet on a VOC-format dataset",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--voc-root", type=Path, required=True, help="folder holding VOCdevkit/ (and voc12/cls_labels.npy)")
+    t.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl)")
+    t.add_argument("--model", default="glnet_demo")
+    t.add_argument("--init-checkpoint", type=Path, help="initialise from this (e.g. official) checkpoint; head replaced")
+    t.add_argument("--train-split", default="train", help="e.g. train_aug on real VOC")
+    t.add_argument("--val-split", default="val")
+    t.add_argument("--labels", type=Path, help="cls_labels.npy (default: VOC_ROOT/voc12/cls_labels.npy, else masks)")
+    t.add_argument("--input-size", type=int, default=192)
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--weight-decay", type=float, default=0.05)
+    t.add_argument("--warmup-epochs", type=float, default=1.0)
+    t.add_argument("--drop-path", type=float, default=0.1)
+    t.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pth")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``glmix-wsss``; returns the exit status."""
+    """Entry point of ``glmix-wsss``; returns the exit status (0 ok, 1 failed, 2 bad usage)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="glmix-wsss: %(message)s")
+    progress = not args.quiet and sys.stderr.isatty()
     if args.command is None:
         parser.print_help(sys.stderr)
+        return 2
+    try:
+        if args.command == "make-emojivoc":
+            from .emojivoc import make_emojivoc
+
+            make_emojivoc(args.out, train=args.train, val=args.val, seed=args.seed, progress=progress)
+        elif args.command == "train":
+            from .train import TrainConfig, train
+
+            config = TrainConfig(
+                voc_root=str(args.voc_root), out=str(args.out), model=args.model,
+                train_split=args.train_split, val_split=args.val_split,
+                labels_file=str(args.labels) if args.labels else None,
+                init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
+                input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, drop_path=args.drop_path,
+                workers=args.workers, threads=args.threads, seed=args.seed, device=args.device,
+                amp=not args.no_amp, max_steps=args.max_steps,
+            )
+            metrics = train(config, resume=args.resume, progress=progress)
+            logging.getLogger("wsss").info("done: %s", metrics)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"glmix-wsss: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,0 +1,292 @@
+"""Multi-label image-level classification of a GLNet on a VOC-format dataset (the WSSS setting).
+
+One output per foreground class, binary cross-entropy, AdamW with linear
+warm-up and cosine decay, mixed precision on CUDA. Checkpoints are written in
+the release's format (``{"model": state_dict, "optimizer": ..., "epoch": ...}``)
+to a temporary file and renamed, so an interrupted run never leaves a broken
+one; ``resume=True`` continues from ``checkpoint-last.pth``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from glmix_viz.images import load_image
+from glmix_viz.models import load_checkpoint, read_checkpoint
+
+from .voc import NUM_CLASSES, VOCLayout
+
+__all__ = ["TrainConfig", "VOCClassification", "average_precision", "mean_average_precision", "train", "evaluate"]
+
+_logger = logging.getLogger(__name__)
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (saved in each checkpoint)."""
+
+    voc_root: str
+    out: str
+    model: str = "glnet_demo"
+    train_split: str = "train"
+    val_split: str = "val"
+    labels_file: Optional[str] = None
+    init_checkpoint: Optional[str] = None
+    input_size: int = 192
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    drop_path: float = 0.1
+    min_scale: float = 0.35
+    workers: int = 1
+    threads: int = 0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    max_steps: int = 0  # stop after this many optimiser steps in total (0: no limit), for smoke tests
+
+
+class VOCClassification(torch.utils.data.Dataset):
+    """Images of a VOC split with their image-level labels.
+
+    Returns ``(image (3, S, S) float32, labels (20,) float32)``; training
+    augmentation: random resized crop, horizontal flip, colour jitter.
+    """
+
+    def __init__(self, layout: VOCLayout, split: str, *, size: int, train: bool,
+                 labels_file: Optional[str] = None, min_scale: float = 0.35) -> None:
+        self.layout = layout
+        self.ids = layout.ids(split)
+        if not self.ids:
+            raise ValueError(f"split {split!r} of {layout.voc} lists no images")
+        self.labels = layout.image_labels(self.ids, labels_file)
+        self.size = size
+        self.train = train
+        self.min_scale = min_scale
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _transform(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        S = self.size
+        if self.train:
+            w, h = img.size
+            for _ in range(10):  # random resized crop, aspect 3/4..4/3
+                area = w * h * rng.uniform(self.min_scale, 1.0)
+                aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+                cw, ch = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+                if 0 < cw <= w and 0 < ch <= h:
+                    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+                    break
+            else:
+                cw, ch, x0, y0 = w, h, 0, 0
+            img = img.resize((S, S), Image.Resampling.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
+            if rng.random() < 0.5:
+                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            x = np.asarray(img, np.float32) / 255.0
+            x = x * rng.uniform(0.7, 1.3) + rng.uniform(-0.1, 0.1)  # brightness, offset
+            gray = x.mean(axis=2, keepdims=True)
+            x = gray + (x - gray) * rng.uniform(0.6, 1.4)  # saturation
+            x = np.clip(x, 0, 1)
+        else:
+            x = np.asarray(img.resize((S, S), Image.Resampling.BILINEAR), np.float32) / 255.0
+        x = (x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        image_id = self.ids[index]
+        rng = np.random.default_rng(torch.randint(0, 2**31, ()).item())  # follows torch's seeded stream
+        img = load_image(self.layout.image(image_id))
+        return self._transform(img, rng), torch.from_numpy(self.labels[image_id])
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Average precision of one class (area under the step precision-recall curve, as scikit-learn).
+
+    Shape:
+        ``scores, targets: (N,)``; targets in {0, 1}. NaN when no positive.
+    """
+    positives = targets.sum()
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="mergesort")
+    s, t = scores[order], targets[order]
+    tp = np.cumsum(t)
+    fp = np.cumsum(1 - t)
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # one point per distinct threshold
+    precision = tp[last] / (tp[last] + fp[last])
+    recall = tp[last] / positives
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> Tuple[float, np.ndarray]:
+    """Mean over classes with positives of the per-class AP; also the per-class APs.
+
+    Shape:
+        ``scores, targets: (N, C)``.
+    """
+    aps = np.array([average_precision(scores[:, c], targets[:, c]) for c in range(scores.shape[1])])
+    return float(np.nanmean(aps)), aps
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device) -> Tuple[float, np.ndarray]:
+    """Validation mAP (sigmoid scores) and per-class AP."""
+    model.eval()
+    scores, targets = [], []
+    for x, y in loader:
+        scores.append(torch.sigmoid(model(x.to(device)).float()).cpu().numpy())
+        targets.append(y.numpy())
+    return mean_average_precision(np.concatenate(scores), np.concatenate(targets))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Dict[str, float]:
+    """Train (or resume) a multi-label classifier; returns the last epoch's metrics.
+
+    Writes ``checkpoint-last.pth``, ``checkpoint-best.pth`` (best val mAP),
+    ``checkpoint-<epoch>.pth`` (model weights only, float16) and ``log.jsonl``
+    under ``config.out``.
+    """
+    import timm
+    from tqdm import tqdm
+
+    import glmix_viz  # noqa: F401  (registers the models)
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if config.device == "auto" else config.device))
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    layout = VOCLayout(config.voc_root)
+    train_set = VOCClassification(layout, config.train_split, size=config.input_size, train=True,
+                                  labels_file=config.labels_file, min_scale=config.min_scale)
+    val_set = VOCClassification(layout, config.val_split, size=config.input_size, train=False,
+                                labels_file=config.labels_file)
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator,
+        num_workers=config.workers, persistent_workers=config.workers > 0, pin_memory=device.type == "cuda",
+    )
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers)
+    if len(train_loader) == 0:
+        raise ValueError(f"batch size {config.batch_size} is larger than the {len(train_set)} training images")
+
+    model = timm.create_model(config.model, num_classes=NUM_CLASSES - 1, drop_path_rate=config.drop_path)
+    if config.init_checkpoint:
+        load_checkpoint(model, config.init_checkpoint, name=config.model, num_classes=NUM_CLASSES - 1)
+    model.to(device)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "init_slots" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or "init_slots" in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best = 0, -1.0
+    last = out / "checkpoint-last.pth"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no {last} to resume from")
+        ckpt = read_checkpoint(last)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best = int(ckpt["epoch"]) + 1, float(ckpt.get("best_map", -1.0))
+        generator.manual_seed(config.seed + start_epoch)
+        torch.manual_seed(config.seed + start_epoch)
+        _logger.info("resumed from %s at epoch %d (best mAP %.4f)", last, start_epoch, best)
+
+    steps_per_epoch = len(train_loader)
+    total = steps_per_epoch * config.epochs
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    step = start_epoch * steps_per_epoch
+    metrics: Dict[str, float] = {}
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        generator.manual_seed(config.seed + epoch)  # the epoch's order depends on the epoch only
+        torch.manual_seed(config.seed + epoch)
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
+        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        for x, y in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, total, warmup, config.lr)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = F.binary_cross_entropy_with_logits(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            seen += x.shape[0]
+            loss_sum += loss.item() * x.shape[0]
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+            if not progress and step % 25 == 0:  # a heartbeat for logs when there is no progress bar
+                _logger.info("epoch %d step %d/%d: loss %.4f, %.1f img/s", epoch + 1, step % steps_per_epoch or
+                             steps_per_epoch, steps_per_epoch, loss.item(), seen / (time.perf_counter() - t0))
+            if config.max_steps and step >= config.max_steps:
+                break
+        val_map, aps = evaluate(model, val_loader, device)
+        metrics = {"epoch": epoch, "train_loss": loss_sum / max(1, seen), "val_map": val_map,
+                   "images_per_s": seen / (time.perf_counter() - t0), "lr": optimizer.param_groups[0]["lr"]}
+        best = max(best, val_map)
+        state = {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch, "best_map": best, "val_map": val_map, "config": asdict(config),
+        }
+        _atomic_save(state, last)
+        if val_map >= best:
+            _atomic_save({"model": model.state_dict(), "epoch": epoch, "val_map": val_map, "config": asdict(config)},
+                         out / "checkpoint-best.pth")
+        _atomic_save({"model": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
+                      "epoch": epoch, "val_map": val_map}, out / f"checkpoint-{epoch + 1:03d}.pth")
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        _logger.info("epoch %d: loss %.4f, val mAP %.4f, %.1f img/s", epoch + 1, metrics["train_loss"], val_map,
+                     metrics["images_per_s"])
+        if config.max_steps and step >= config.max_steps:
+            break
+    return metrics
