@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--input-size", type=int, default=192)
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--clip-grad", type=float, default=1.0, help="gradient norm clipping (0: off)")
     t.add_argument("--weight-decay", type=float, default=0.05)
     t.add_argument("--warmup-epochs", type=float, default=1.0)
     t.add_argument("--drop-path", type=float, default=0.1)
@@ -50,6 +51,43 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pth")
+
+    pl = sub.add_parser("pseudo-labels", help="pseudo-masks of a split from image-level labels (palette PNGs)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pl.add_argument("--voc-root", type=Path, required=True)
+    pl.add_argument("--split", default="train")
+    pl.add_argument("--checkpoint", type=Path, help="weights (default: the bundled demo model)")
+    pl.add_argument("--model", default=None, help="architecture (default: glnet_demo, or the checkpoint's best fit)")
+    pl.add_argument("--head", choices=("own", "imagenet"), default="own",
+                    help="own: the model's 20-class VOC head; imagenet: an ImageNet head mapped to VOC classes")
+    pl.add_argument("--out", type=Path, required=True)
+    pl.add_argument("--labels", type=Path, help="cls_labels.npy (default: VOC_ROOT/voc12/cls_labels.npy, else masks)")
+    pl.add_argument("--method", choices=("cam", "slots"), default="slots")
+    pl.add_argument("--blocks", default="6,8,10", help="GLMix block ordinals used by --method slots")
+    pl.add_argument("--slot-mix", type=float, default=1.0, help="weight of slot-refined maps vs the CAM")
+    pl.add_argument("--scales", default="1.0,0.5,1.5,2.0")
+    pl.add_argument("--no-flip", action="store_true")
+    pl.add_argument("--bg", choices=("constant", "power"), default="constant")
+    pl.add_argument("--bg-threshold", type=float, default=0.15)
+    pl.add_argument("--bg-power", type=float, default=8.0)
+    pl.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True)
+    pl.add_argument("--crf-iterations", type=int, default=10)
+    pl.add_argument("--max-side", type=int, default=512, help="shrink larger images first")
+    pl.add_argument("--save-scores", action="store_true", help="also keep score maps as OUT/scores/<id>.npz")
+    pl.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
+    pl.add_argument("--device", default="auto")
+    pl.add_argument("--threads", type=int, default=0)
+
+    sc = sub.add_parser("score", help="mIoU of predicted masks against a split's ground truth",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sc.add_argument("--pred", type=Path, required=True, help="folder of <id>.png label maps")
+    sc.add_argument("--voc-root", type=Path, required=True)
+    sc.add_argument("--split", default="train")
+    sc.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
+    sc.add_argument("--json", type=Path, help="also write the results here")
+    sc.add_argument("--sweep-bg", action="store_true",
+                    help="score background thresholds on PRED/scores/*.npz (from --save-scores) instead")
+    sc.add_argument("--thresholds", default="0.05:0.60:0.05", help="start:stop:step for --sweep-bg")
     return p
 
 
@@ -76,12 +114,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 labels_file=str(args.labels) if args.labels else None,
                 init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
                 input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, drop_path=args.drop_path,
+                clip_grad=args.clip_grad, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, drop_path=args.drop_path,
                 workers=args.workers, threads=args.threads, seed=args.seed, device=args.device,
                 amp=not args.no_amp, max_steps=args.max_steps,
             )
             metrics = train(config, resume=args.resume, progress=progress)
             logging.getLogger("wsss").info("done: %s", metrics)
+        elif args.command == "pseudo-labels":
+            from .commands import pseudo_labels_command
+
+            return pseudo_labels_command(args, progress=progress)
+        elif args.command == "score":
+            from .commands import score_command
+
+            return score_command(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"glmix-wsss: error: {err}", file=sys.stderr)
         return 2

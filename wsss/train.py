@@ -51,7 +51,8 @@ class TrainConfig:
     input_size: int = 192
     epochs: int = 20
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 5e-4
+    clip_grad: float = 1.0
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     drop_path: float = 0.1
@@ -258,6 +259,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                 loss = F.binary_cross_entropy_with_logits(model(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if config.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
             scaler.step(optimizer)
             scaler.update()
             step += 1

@@ -1,0 +1,165 @@
+"""The ``pseudo-labels`` and ``score`` subcommands: argument handling around the library functions."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+
+from .evidence import ClassHead, EvidenceConfig
+from .metrics import ConfusionAccumulator
+from .pipeline import PseudoLabelConfig, run_pseudo_labels
+from .refine import BackgroundParams, CRFParams, labels_from_scores, with_background
+from .voc import VOC_CLASSES, VOCLayout, read_mask
+
+_logger = logging.getLogger("wsss")
+
+
+def _floats(text: str, name: str) -> Tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise ValueError(f"{name} {text!r}: expected comma-separated numbers") from err
+
+
+def load_model(checkpoint, model_name, head: str):
+    """The model for pseudo-labels: a checkpoint (architecture given or guessed), or the bundled demo."""
+    import timm
+
+    from glmix_viz.models import best_matching_model, load_checkpoint, read_checkpoint, unwrap_state_dict
+    from glmix_viz.models.demo import load_demo_model
+
+    if checkpoint is None:
+        model, what = load_demo_model()
+        _logger.info("using %s", what)
+        return model
+    if model_name is None:
+        sd = unwrap_state_dict(read_checkpoint(checkpoint))
+        model_name, score = best_matching_model(sd, ("glnet_demo", "glnet_stl", "glnet_stl_paramslot", "glnet_4g",
+                                                     "glnet_9g", "glnet_16g", "glnet_4g_tklb", "glnet_9g_tklb"))
+        _logger.info("%s: architecture %s (%.0f%% of keys fit)", checkpoint, model_name, 100 * score)
+    sd = unwrap_state_dict(read_checkpoint(checkpoint), model_name)
+    num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else (1000 if head == "imagenet" else 20)
+    model = timm.create_model(model_name, num_classes=num_classes)
+    load_checkpoint(model, checkpoint, name=model_name)
+    return model.eval()
+
+
+def _dist() -> Tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return rank, world
+
+
+def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
+    rank, world = _dist()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    layout = VOCLayout(args.voc_root)
+    ids = layout.ids(args.split)
+    if args.limit:
+        ids = ids[: args.limit]
+    labels = layout.image_labels(ids, args.labels)
+    model = load_model(args.checkpoint, args.model, args.head)
+    head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
+    blocks = tuple(int(b) for b in args.blocks.split(",") if b.strip()) if args.method == "slots" else ()
+    config = PseudoLabelConfig(
+        method=args.method,
+        evidence=EvidenceConfig(scales=_floats(args.scales, "--scales"), flip=not args.no_flip, slot_blocks=blocks),
+        slot_mix=args.slot_mix,
+        background=BackgroundParams(args.bg, args.bg_threshold, args.bg_power),
+        crf=CRFParams(iterations=args.crf_iterations) if args.crf else None,
+        max_side=args.max_side,
+    )
+    counts = run_pseudo_labels(model, layout, ids, labels, args.out, head=head, config=config, device=device,
+                               save_scores=args.save_scores, rank=rank, world_size=world,
+                               progress=progress and rank == 0)
+    if world > 1:
+        t = torch.tensor([counts["written"], counts["skipped"], counts["failed"]])
+        torch.distributed.all_reduce(t)
+        counts = dict(zip(("written", "skipped", "failed"), t.tolist()))
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    if rank == 0:
+        _logger.info("%d written, %d skipped (already there), %d failed -> %s", counts["written"],
+                     counts["skipped"], counts["failed"], args.out)
+    return 1 if counts["failed"] else 0
+
+
+def _table(summary: Dict) -> str:
+    rows = [f"{'class':14s} {'IoU':>7s}"]
+    rows += [f"{name:14s} {'' if v is None else f'{100 * v:7.2f}':>7s}" for name, v in summary["iou"].items()]
+    rows.append(f"{'mIoU':14s} {100 * summary['miou']:7.2f}")
+    rows.append(f"{'pixel acc.':14s} {100 * summary['pixel_accuracy']:7.2f}")
+    return "\n".join(rows)
+
+
+def score_command(args: argparse.Namespace) -> int:
+    layout = VOCLayout(args.voc_root)
+    ids = layout.ids(args.split)
+    if args.limit:
+        ids = ids[: args.limit]
+    if not args.pred.is_dir():
+        raise FileNotFoundError(f"--pred {args.pred}: no such folder")
+    if args.sweep_bg:
+        return _sweep(args, layout, ids)
+    acc = ConfusionAccumulator()
+    missing: List[str] = []
+    for image_id in ids:
+        path = args.pred / f"{image_id}.png"
+        if not path.is_file():
+            missing.append(image_id)
+            continue
+        acc.add(read_mask(path), read_mask(layout.mask(image_id)))
+    summary = acc.summary()
+    summary.update(split=args.split, images=acc.count, missing=len(missing), missing_ids=missing[:20])
+    print(_table(summary))
+    print(f"{acc.count} images scored, {len(missing)} listed ids without a prediction"
+          + (f" (e.g. {', '.join(missing[:3])})" if missing else ""))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    return 1 if missing else 0
+
+
+def _sweep(args: argparse.Namespace, layout: VOCLayout, ids: List[str]) -> int:
+    start, stop, step = _floats(args.thresholds.replace(":", ","), "--thresholds")
+    thresholds = np.round(np.arange(start, stop + 1e-9, step), 6)
+    accs = [ConfusionAccumulator() for _ in thresholds]
+    missing = []
+    for image_id in ids:
+        path = args.pred / "scores" / f"{image_id}.npz"
+        if not path.is_file():
+            missing.append(image_id)
+            continue
+        data = np.load(path)
+        scores, classes = data["scores"].astype(np.float32), [int(c) for c in data["classes"]]
+        gt = read_mask(layout.mask(image_id))
+        if scores.shape[1:] != gt.shape:
+            from PIL import Image
+
+            scores = np.stack([np.asarray(Image.fromarray(s).resize(gt.shape[::-1], Image.Resampling.BILINEAR))
+                               for s in scores]) if len(scores) else np.zeros((0, *gt.shape), np.float32)
+        for t, acc in zip(thresholds, accs):
+            acc.add(labels_from_scores(with_background(scores, BackgroundParams("constant", float(t))), classes), gt)
+    results = [(float(t), acc.summary()["miou"]) for t, acc in zip(thresholds, accs)]
+    for t, miou in results:
+        print(f"bg threshold {t:.3f}: mIoU {100 * miou:6.2f}")
+    best = max(results, key=lambda r: r[1])
+    print(f"best: threshold {best[0]:.3f}, mIoU {100 * best[1]:.2f} ({len(ids) - len(missing)} images, "
+          f"{len(missing)} without scores)")
+    if args.json:
+        args.json.write_text(json.dumps({"sweep": results, "best": best, "missing": len(missing)}, indent=1) + "\n")
+    return 1 if missing else 0

@@ -1,0 +1,178 @@
+"""Pseudo-labels for a VOC split: evidence -> (slots) -> background -> (CRF) -> palette PNGs.
+
+Each image's PNG is written to a temporary file and renamed, so an
+interrupted run leaves no broken file and a rerun skips finished images.
+Under ``torchrun`` each rank takes the ids ``ids[rank::world_size]``; the
+files are the same as a single process writes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from glmix_viz.images import load_image
+
+from .evidence import ClassHead, EvidenceConfig, compute_evidence
+from .refine import BackgroundParams, CRFParams, dense_crf, labels_from_scores, slot_refine, to_probabilities, with_background
+from .voc import VOCLayout, save_mask
+
+__all__ = ["PseudoLabelConfig", "PseudoLabelResult", "pseudo_label_image", "run_pseudo_labels", "shard"]
+
+_logger = logging.getLogger(__name__)
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PseudoLabelConfig:
+    """How pseudo-masks are made.
+
+    Attributes:
+        method: ``"cam"`` or ``"slots"`` (slot-refined CAM).
+        evidence: CAM scales/flip and slot blocks (used when ``method="slots"``).
+        slot_mix: weight of the slot-refined maps against the CAM.
+        background: see :class:`BackgroundParams`.
+        crf: dense CRF parameters, or ``None`` for no CRF.
+        max_side: images are shrunk to this longer side first (then labels upsampled back).
+    """
+
+    method: str = "slots"
+    evidence: EvidenceConfig = field(default_factory=lambda: EvidenceConfig(slot_blocks=(6, 8, 10)))
+    slot_mix: float = 1.0
+    background: BackgroundParams = field(default_factory=BackgroundParams)
+    crf: Optional[CRFParams] = field(default_factory=CRFParams)
+    max_side: int = 512
+
+    def __post_init__(self) -> None:
+        if self.method not in ("cam", "slots"):
+            raise ValueError(f"method={self.method!r}; expected 'cam' or 'slots'")
+
+
+@dataclass(frozen=True)
+class PseudoLabelResult:
+    """One image's pseudo-mask ``(H, W)`` uint8 and its foreground score maps ``(n, H, W)``."""
+
+    mask: np.ndarray
+    scores: np.ndarray
+    classes: Tuple[int, ...]
+
+
+def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)
+    x = (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    return x.to(device)
+
+
+def pseudo_label_image(
+    model: torch.nn.Module, image: np.ndarray, classes: Sequence[int], head: ClassHead,
+    config: PseudoLabelConfig = PseudoLabelConfig(), device: torch.device = torch.device("cpu"),
+) -> PseudoLabelResult:
+    """Pseudo-mask of one image from its image-level classes.
+
+    Args:
+        model: GLNet in eval mode on ``device``.
+        image: ``(H, W, 3)`` uint8 RGB.
+        classes: VOC class indices 1..20 in the image.
+        head: see :class:`ClassHead`.
+        config: see :class:`PseudoLabelConfig`.
+    """
+    classes = tuple(sorted(int(c) for c in classes))
+    H, W = image.shape[:2]
+    if not classes:
+        return PseudoLabelResult(np.zeros((H, W), np.uint8), np.zeros((0, H, W), np.float32), ())
+    evidence_cfg = config.evidence if config.method == "slots" else EvidenceConfig(
+        config.evidence.scales, config.evidence.flip, ())
+    ev = compute_evidence(model, _to_tensor(image, device), classes, head, evidence_cfg)
+    scores = slot_refine(ev.cams, ev.slots, config.slot_mix) if config.method == "slots" else ev.cams
+    scores = scores.numpy()
+    scores_bg = with_background(scores, config.background)
+    if config.crf is None:
+        mask = labels_from_scores(scores_bg, classes)
+    else:
+        idx = dense_crf(image, to_probabilities(scores_bg), config.crf)
+        mask = np.array([0, *classes], np.uint8)[idx]
+    return PseudoLabelResult(mask, scores.astype(np.float32), classes)
+
+
+def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
+    """The ids rank ``rank`` of ``world_size`` processes handles (deterministic, interleaved)."""
+    return list(ids[rank::world_size])
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_pseudo_labels(
+    model: torch.nn.Module, layout: VOCLayout, ids: Sequence[str], labels: Dict[str, np.ndarray], out: Path,
+    *, head: ClassHead, config: PseudoLabelConfig = PseudoLabelConfig(), device: torch.device = torch.device("cpu"),
+    save_scores: bool = False, rank: int = 0, world_size: int = 1, progress: bool = True,
+) -> Dict[str, int]:
+    """Write ``out/<id>.png`` for this rank's share of ``ids``; returns counts.
+
+    Returns:
+        ``{"written", "skipped" (already there), "failed"}`` for this rank.
+    """
+    from tqdm import tqdm
+
+    from glmix_viz.images import load_image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if save_scores:
+        (out / "scores").mkdir(exist_ok=True)
+    mine = shard(ids, rank, world_size)
+    counts = {"written": 0, "skipped": 0, "failed": 0}
+    model = model.to(device).eval()
+    bar = tqdm(mine, desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels", unit="img",
+               disable=not progress, position=rank)
+    t0 = time.perf_counter()
+    for image_id in bar:
+        target = out / f"{image_id}.png"
+        if target.is_file() and (not save_scores or (out / "scores" / f"{image_id}.npz").is_file()):
+            counts["skipped"] += 1
+            continue
+        try:
+            pil = load_image(layout.image(image_id), max_side=10**6)
+        except (ValueError, FileNotFoundError) as err:
+            _logger.error("skipped %s", err)
+            counts["failed"] += 1
+            continue
+        image = np.asarray(pil)
+        H, W = image.shape[:2]
+        work = image
+        if max(H, W) > config.max_side:
+            pil.thumbnail((config.max_side, config.max_side))
+            work = np.asarray(pil)
+        classes = [c + 1 for c in np.flatnonzero(labels[image_id] > 0.5)]
+        result = pseudo_label_image(model, work, classes, head, config, device)
+        mask = result.mask
+        if work.shape[:2] != (H, W):
+            from PIL import Image
+
+            mask = np.asarray(Image.fromarray(mask).resize((W, H), Image.Resampling.NEAREST))
+        if save_scores:
+            _atomic(out / "scores" / f"{image_id}.npz", lambda p: np.savez_compressed(
+                open(p, "wb"), scores=result.scores.astype(np.float16), classes=np.array(result.classes, np.uint8)))
+        _atomic(target, lambda p: save_mask(p, mask))
+        counts["written"] += 1
+        bar.set_postfix(img_s=f"{counts['written'] / (time.perf_counter() - t0):.2f}")
+    bar.close()
+    return counts

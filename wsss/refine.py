@@ -1,0 +1,131 @@
+"""From class evidence to pseudo-masks: slot refinement, background, dense CRF.
+
+Slot refinement: each class map is pooled into the K slots of a GLMix block
+with its clustering weights (softmax over pixels) and dispatched back to the
+pixels with its dispatch maps (softmax over slots), so every pixel takes the
+class evidence of the regions (slots) it belongs to::
+
+    slot_scores = C @ cam_g^T      (K, n)   C: (K, N) clustering, cam_g: (n, N) CAM on the block's grid
+    refined     = D^T @ slot_scores (N, n)  D: (K, N) dispatch
+
+then upsampled to the image, renormalised per class by its maximum, averaged
+over the chosen blocks and mixed with the CAM: ``(1 - mix) * cam + mix * refined``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .evidence import SlotMaps
+
+__all__ = ["CRFParams", "BackgroundParams", "slot_refine", "with_background", "dense_crf", "labels_from_scores"]
+
+
+@dataclass(frozen=True)
+class BackgroundParams:
+    """Background score: ``"constant"`` (IRN: ``threshold``, 0.15) or ``"power"`` (PSA: ``(1 - max fg) ** power``)."""
+
+    method: str = "constant"
+    threshold: float = 0.15
+    power: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("constant", "power"):
+            raise ValueError(f"background method {self.method!r}; expected 'constant' or 'power'")
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """Dense CRF parameters (IRN's defaults)."""
+
+    iterations: int = 10
+    gauss_sxy: float = 3.0
+    gauss_compat: float = 3.0
+    bilateral_sxy: float = 50.0
+    bilateral_srgb: float = 5.0
+    bilateral_compat: float = 10.0
+
+
+def slot_refine(cams: torch.Tensor, slots: Sequence[SlotMaps], mix: float = 1.0) -> torch.Tensor:
+    """Propagate class maps through the slots of one or more GLMix blocks.
+
+    Args:
+        cams: ``(n, H, W)`` class maps in [0, 1].
+        slots: the blocks' clustering and dispatch maps (averaged over blocks).
+        mix: weight of the refined maps against the CAM (1: refined only).
+
+    Returns:
+        ``(n, H, W)`` in [0, 1].
+    """
+    if not slots or cams.shape[0] == 0:
+        return cams
+    n, H, W = cams.shape
+    refined = torch.zeros_like(cams)
+    for s in slots:
+        cam_g = F.adaptive_avg_pool2d(cams[None], s.grid)[0].flatten(1)  # (n, N)
+        slot_scores = s.clustering @ cam_g.T  # (K, n)
+        pix = (s.dispatch.T @ slot_scores).T.reshape(n, *s.grid)  # (n, h, w)
+        up = F.interpolate(pix[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+        refined += up / up.flatten(1).amax(1).clamp_min(1e-5).view(-1, 1, 1)
+    refined /= len(slots)
+    return (1 - mix) * cams + mix * refined
+
+
+def with_background(scores: np.ndarray, params: BackgroundParams = BackgroundParams()) -> np.ndarray:
+    """Stack a background score in front of the class scores.
+
+    Shape:
+        ``(n, H, W) -> (n + 1, H, W)``; index 0 is background.
+    """
+    scores = np.asarray(scores, np.float32)
+    H, W = scores.shape[1:]
+    if params.method == "constant":
+        bg = np.full((1, H, W), params.threshold, np.float32)
+    else:
+        fg_max = scores.max(0, keepdims=True) if len(scores) else np.zeros((1, H, W), np.float32)
+        bg = np.power(1 - fg_max, params.power).astype(np.float32)
+    return np.concatenate([bg, scores], 0)
+
+
+def labels_from_scores(scores_bg: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """Argmax over ``[background, classes...]`` as VOC class indices ``(H, W)`` uint8."""
+    lut = np.array([0, *classes], np.uint8)
+    return lut[np.argmax(scores_bg, 0)]
+
+
+def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = CRFParams()) -> np.ndarray:
+    """Fully connected CRF (Krähenbühl & Koltun) with pydensecrf.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        probs: ``(L, H, W)`` per-pixel probabilities over the L labels
+            (background and the image's classes), summing to 1 over L.
+        params: see :class:`CRFParams`.
+
+    Returns:
+        ``(H, W)`` int64 indices into the L labels.
+    """
+    import pydensecrf.densecrf as dcrf
+
+    image = np.array(image, dtype=np.uint8, order="C", copy=True)  # pydensecrf needs a writable C buffer
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != probs.shape[1:]:
+        raise ValueError(f"image {image.shape} and probabilities {probs.shape} do not fit: need (H, W, 3) and (L, H, W)")
+    L, H, W = probs.shape
+    d = dcrf.DenseCRF2D(W, H, L)
+    unary = -np.log(np.clip(probs, 1e-5, 1.0)).reshape(L, -1)
+    d.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    d.addPairwiseGaussian(sxy=params.gauss_sxy, compat=params.gauss_compat)
+    d.addPairwiseBilateral(sxy=params.bilateral_sxy, srgb=params.bilateral_srgb, rgbim=image,
+                           compat=params.bilateral_compat)
+    q = np.array(d.inference(params.iterations)).reshape(L, H, W)
+    return q.argmax(0)
+
+
+def to_probabilities(scores_bg: np.ndarray) -> np.ndarray:
+    """Scores ``(L, H, W)`` (>= 0) to probabilities over L (normalised by their sum)."""
+    s = np.clip(scores_bg, 1e-5, None)
+    return s / s.sum(0, keepdims=True)
