@@ -1,8 +1,18 @@
 """``glmix-viz``: what the GLMix blocks of a GLNet group, for your images.
 
-    glmix-viz photo.jpg --block 10                # slots of the 10th GLMix block
-    glmix-viz photos/ "more/*.png" --block all --save-maps --out slots/
-    glmix-viz --demo                              # bundled image and weights, no download
+    glmix-viz photo.jpg --block 10                # Fig. 4 for the 10th GLMix block
+    glmix-viz photo.jpg --figure depths           # Fig. 5: blocks 2, 5, 10 (spread over any depth)
+    glmix-viz photos/ "more/*.png" --block all --figure hard --save-maps --out slots/
+    glmix-viz --demo --format pdf                 # bundled image and weights, no download
+
+Figures (``--figure``): ``fig4`` (default), per image and block
+``NAME_bNN_fig4.EXT``: the input, all dispatch maps with ``--num-repr``
+representatives (medoids of a k-medoids clustering of the maps) outlined, and those
+representatives over the image; ``depths``, per image ``NAME_depths.EXT``: one
+Fig. 4 row per block; ``hard``, per image and block ``NAME_bNN_groups.EXT``:
+pixels coloured by their most likely slot. ``--save-maps`` adds ``NAME.npz``:
+per block ``bNN_logits``, ``bNN_dispatch``, ``bNN_grid``, ``bNN_representatives``,
+and ``blocks``, ``image``.
 
 Weights: ``--checkpoint PATH`` if given; else the official file for ``--model``
 in the torch hub cache (``~/.cache/torch/hub/checkpoints/NAME.pth``); else the
@@ -16,14 +26,23 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from . import __version__
+from .analysis import select_representatives
 from .capture import SlotCapture, resolve_blocks
-from .figures import render_hard_grouping, render_slot_grid
+from .figures import (
+    array_figure,
+    default_depth_blocks,
+    depths_figure,
+    fig4_figure,
+    render_depths,
+    render_fig4,
+    render_hard_grouping,
+)
 from .images import Preprocess, expand_image_paths, load_image, preprocess
 from .models import OFFICIAL_MODELS, default_checkpoint_path, load_checkpoint
 from .models.demo import load_demo_model
@@ -31,6 +50,8 @@ from .models.demo import load_demo_model
 _logger = logging.getLogger("glmix_viz")
 
 DEMO_IMAGE = Path(__file__).parent / "data" / "demo_cat.jpg"
+FIGURES = ("fig4", "depths", "hard")
+FORMATS = ("png", "pdf")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,8 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--block", action="append", default=None, metavar="N",
         help="GLMix block: 1-based ordinal in forward order, a module name, or 'all'; repeatable "
-        "(default: the last GLMix block)",
+        "(default: the last GLMix block; for --figure depths 2, 5, 10 of 10 blocks, spread alike "
+        "otherwise)",
     )
+    p.add_argument("--figure", choices=FIGURES, default="fig4",
+                   help="fig4: the paper's Fig. 4 per block; depths: Fig. 5, one row per block; "
+                   "hard: each pixel coloured by its most likely slot")
+    p.add_argument("--num-repr", type=int, default=4, metavar="K",
+                   help="representative slots per block (k-medoids on the dispatch maps)")
+    p.add_argument("--format", choices=FORMATS, default="png", help="output format (pdf via matplotlib)")
     p.add_argument("--model", default="glnet_stl", help=f"model name ({', '.join(OFFICIAL_MODELS)}, ...)")
     p.add_argument("--checkpoint", type=Path, help="weights file (default: the torch hub cache)")
     p.add_argument("--trust-checkpoint", action="store_true", help="fully unpickle the checkpoint (trusted files only)")
@@ -55,8 +83,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="crop: the paper's evaluation centre crop; whole: keep the whole image")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0, help="seed for slot colours (and an untrained fallback model)")
-    p.add_argument("--save-maps", action="store_true", help="also write an .npz of slot logits and dispatch maps")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random state of the representatives' k-medoids (its default BUILD start is "
+                   "deterministic and does not draw from it), the slot colours of --figure hard, and the "
+                   "weights of an untrained fallback model")
+    p.add_argument("--save-maps", action="store_true",
+                   help="also write an .npz of slot logits, dispatch maps and representatives")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -95,10 +127,17 @@ def build_model(
     return model, f"no weights for {model_name} at {hub_file}: using {what}"
 
 
-def select_blocks(model: torch.nn.Module, blocks: Optional[Sequence[str]]):
-    """``--block`` values to ``(ordinal, name, block)``: default the last GLMix block, ``all`` every one."""
+def select_blocks(model: torch.nn.Module, blocks: Optional[Sequence[str]], figure: str = "fig4"):
+    """``--block`` values to ``(ordinal, name, block)``, in forward order.
+
+    Default: the last GLMix block, or for ``figure="depths"`` the blocks of
+    :func:`~glmix_viz.figures.default_depth_blocks`; ``all``: every block.
+    """
     if not blocks:
-        return resolve_blocks(model)[-1:]
+        every = resolve_blocks(model)
+        if figure == "depths":
+            return resolve_blocks(model, default_depth_blocks(len(every)))
+        return every[-1:]
     if "all" in blocks:
         return resolve_blocks(model)
     return resolve_blocks(model, list(blocks))
@@ -122,10 +161,75 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     _atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
+def _save_figure(path: Path, fig) -> None:
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:]))
+
+
 def _stems(paths: Sequence[Path]) -> List[str]:
     """Output names: file stems, made unique with the parent folder when they clash."""
     stems = [p.stem for p in paths]
     return [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+
+
+def _render_one(
+    name: str,
+    view: np.ndarray,
+    maps: Dict[int, np.ndarray],
+    records: Sequence,
+    index: int,
+    *,
+    out: Path,
+    figure: str,
+    fmt: str,
+    num_repr: int,
+    seed: int,
+    save_maps: bool,
+) -> None:
+    """Write the figures (and the .npz) of one image; ``maps`` holds its dispatch maps by block ordinal."""
+    names = {rec.ordinal: rec.name for rec in records}
+    need_reps = figure != "hard" or save_maps
+    reps = {o: select_representatives(m, num_repr, seed=seed) for o, m in maps.items()} if need_reps else {}
+    if figure == "depths":
+        ordinals = sorted(maps)
+        labels = [f"block {o}" for o in ordinals]
+        path = out / f"{name}_depths.{fmt}"
+        block_maps, block_reps = [maps[o] for o in ordinals], [reps[o] for o in ordinals]
+        if fmt == "png":
+            _save_png(path, render_depths(view, block_maps, block_reps, labels))
+        else:
+            _save_figure(path, depths_figure(view, block_maps, block_reps, labels, title=name))
+    else:
+        for o, m in maps.items():
+            title = f"{name}, block {o} ({names[o]})"
+            if figure == "fig4":
+                path = out / f"{name}_b{o:02d}_fig4.{fmt}"
+                if fmt == "png":
+                    _save_png(path, render_fig4(view, m, reps[o]))
+                else:
+                    _save_figure(path, fig4_figure(view, m, reps[o], title=title))
+            else:
+                path = out / f"{name}_b{o:02d}_groups.{fmt}"
+                groups = render_hard_grouping(view, m, seed=seed)
+                if fmt == "png":
+                    _save_png(path, groups)
+                else:
+                    _save_figure(path, array_figure(groups, title=title))
+    if save_maps:
+        arrays = {}
+        for rec in records:
+            tag = f"b{rec.ordinal:02d}"
+            arrays[f"{tag}_logits"] = rec.logits[index].cpu().numpy()
+            arrays[f"{tag}_dispatch"] = maps[rec.ordinal]
+            arrays[f"{tag}_grid"] = np.array(rec.grid)
+            arrays[f"{tag}_representatives"] = reps[rec.ordinal]
+        arrays["blocks"] = np.array([f"{r.ordinal}:{r.name}" for r in records])
+        arrays["image"] = view
+
+        def write_npz(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+
+        _atomic_write(out / f"{name}.npz", write_npz)
 
 
 def run(
@@ -140,15 +244,25 @@ def run(
     seed: int,
     save_maps: bool,
     progress: bool,
+    figure: str = "fig4",
+    fmt: str = "png",
+    num_repr: int = 4,
 ) -> Tuple[int, int, int]:
     """Render every image; returns ``(written, skipped, failed)`` image counts.
 
-    Unreadable files are skipped (logged by name); a batch whose forward fails
-    counts as failed; both make the command exit non-zero.
+    Unreadable files are skipped (logged by name); an image whose forward or
+    figure fails counts as failed (logged by name); both make the command exit
+    non-zero. Every file is written atomically (temporary file, then rename).
     """
     from tqdm import tqdm
 
-    targets = select_blocks(model, blocks)
+    if figure not in FIGURES:
+        raise ValueError(f"figure={figure!r}; choose one of {FIGURES}")
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt={fmt!r}; choose one of {FORMATS}")
+    if num_repr < 1:
+        raise ValueError(f"num_repr={num_repr}: need at least 1 representative")
+    targets = select_blocks(model, blocks, figure)
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
     written = skipped = failed = 0
@@ -170,23 +284,18 @@ def run(
             bar.update(len(queue))
             queue.clear()
             return
-        for i, (name, _, _, view) in enumerate(queue):
-            arrays = {}
-            for rec in cap.records:
-                maps = rec.dispatch_maps()[i].cpu().numpy()
-                tag = f"b{rec.ordinal:02d}"
-                _save_png(out / f"{name}_{tag}_slots.png", render_slot_grid(maps))
-                _save_png(out / f"{name}_{tag}_groups.png", render_hard_grouping(view, maps, seed=seed))
-                if save_maps:
-                    arrays[f"{tag}_logits"] = rec.logits[i].cpu().numpy()
-                    arrays[f"{tag}_dispatch"] = maps
-                    arrays[f"{tag}_grid"] = np.array(rec.grid)
-            if save_maps:
-                arrays["blocks"] = np.array([f"{r.ordinal}:{r.name}" for r in cap.records])
-                arrays["image"] = view
-                _atomic_write(out / f"{name}.npz", lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
-            written += 1
-        bar.update(len(queue))
+        batch_maps = {rec.ordinal: rec.dispatch_maps().cpu().numpy() for rec in cap.records}
+        for i, (name, path, _, view) in enumerate(queue):
+            try:
+                _render_one(
+                    name, view, {o: m[i] for o, m in batch_maps.items()}, cap.records, i, out=out,
+                    figure=figure, fmt=fmt, num_repr=num_repr, seed=seed, save_maps=save_maps,
+                )
+                written += 1
+            except (ValueError, RuntimeError, OSError) as err:
+                _logger.error("failed on %s: %s", path, err)
+                failed += 1
+            bar.update(1)
         queue.clear()
 
     for name, path in zip(names, paths):
@@ -215,6 +324,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("give at least one IMAGE (file, folder or glob), or --demo")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.num_repr < 1:
+        parser.error(f"--num-repr must be at least 1, got {args.num_repr}")
     try:
         config = Preprocess(input_size=args.input_size, mode=args.resize)
         device = _device(args.device)
@@ -224,17 +335,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model, origin = build_model(args.model, args.checkpoint, trust=args.trust_checkpoint, seed=args.seed)
         (_logger.warning if "UNTRAINED" in origin else _logger.info)(origin)
         blocks = [b for spec in (args.block or []) for b in spec.split(",") if b]
-        select_blocks(model, blocks)  # validate before any work
+        select_blocks(model, blocks, args.figure)  # validate before any work
     except (ValueError, FileNotFoundError) as err:
         print(f"glmix-viz: error: {err}", file=sys.stderr)
         return 2
     written, skipped, failed = run(
         paths, model=model, blocks=blocks or None, out=args.out, config=config, device=device,
         batch_size=args.batch_size, seed=args.seed, save_maps=args.save_maps,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet and sys.stderr.isatty(), figure=args.figure, fmt=args.format,
+        num_repr=args.num_repr,
     )
     skipped += len(unmatched)
-    _logger.info("%d written, %d skipped, %d failed -> %s", written, skipped, failed, args.out)
+    (_logger.warning if skipped or failed else _logger.info)(
+        "%d written, %d skipped, %d failed -> %s", written, skipped, failed, args.out
+    )
     return 1 if skipped or failed else 0
 
 

@@ -10,7 +10,7 @@ case "$what" in demo|test) ;; *) echo "usage: bash scripts/quickstart.sh demo|te
 
 py="${PYTHON:-python3}"
 venv=".venv"
-hash="$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
+hash="$(cat pyproject.toml constraints.txt build-constraints.txt | sha1sum | cut -c1-12)"
 if [ "$what" = test ]; then extras=".[test]"; ready=("$venv/.installed-$hash-test")
 else extras="."; ready=("$venv/.installed-$hash-demo" "$venv/.installed-$hash-test"); fi
 
@@ -24,7 +24,9 @@ if [ "$installed" = false ]; then
   cons=()
   [ "$(uname -m)" = x86_64 ] && cons=(-c constraints.txt)
   echo "[quickstart] installing glmix-viz${extras#.} into $venv (first time: a few minutes)"
-  "$venv/bin/python" -m pip install --disable-pip-version-check -q "${cons[@]}" -e "$extras"
+  # scikit-learn-extra (test extra) has no numpy-2 wheel: build it from source against numpy 2
+  PIP_NO_BINARY=scikit-learn-extra PIP_CONSTRAINT="$PWD/build-constraints.txt" \
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q "${cons[@]}" -e "$extras"
   touch "${ready[0]}"
 fi
 

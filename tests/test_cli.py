@@ -7,7 +7,9 @@ import torch
 from PIL import Image
 
 from glmix_viz import cli
+from glmix_viz.analysis import select_representatives
 from glmix_viz.capture import SlotCapture
+from glmix_viz.figures import render_fig4
 from glmix_viz.images import Preprocess, load_image, preprocess
 
 from .conftest import load_fixture
@@ -39,13 +41,11 @@ def test_cli_end_to_end(images, tiny_ckpt, tmp_path, caplog):
     assert code == 1  # broken.jpg skipped -> non-zero
     assert "broken.jpg" in caplog.text
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(
-        [f"{s}_b{b:02d}_{kind}.png" for s in ("a", "b") for b in (2, 4) for kind in ("slots", "groups")]
-        + ["a.npz", "b.npz"]
-    )
+    expected = [f"{s}_b{b:02d}_fig4.png" for s in ("a", "b") for b in (2, 4)] + ["a.npz", "b.npz"]
+    assert names == sorted(expected)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
-    groups = np.asarray(Image.open(out / "a_b02_groups.png"))
-    assert groups.shape == (96, 96, 3)
+    fig4 = np.asarray(Image.open(out / "a_b02_fig4.png"))
+    assert fig4.shape[0] == 96 and fig4.shape[2] == 3
 
     # --save-maps holds exactly what the capture API gives
     import timm
@@ -61,6 +61,14 @@ def test_cli_end_to_end(images, tiny_ckpt, tmp_path, caplog):
     np.testing.assert_allclose(saved["b02_dispatch"], cap[2].dispatch_maps()[0].numpy(), atol=1e-6)
     assert tuple(saved["b04_grid"]) == cap[4].grid == (6, 6)
     np.testing.assert_array_equal(saved["image"], view)
+    # ... plus the representatives, as select_representatives gives them (default 4, seed 0)
+    for b in (2, 4):
+        expected = select_representatives(cap[b].dispatch_maps()[0].numpy(), 4, seed=0)
+        np.testing.assert_array_equal(saved[f"b{b:02d}_representatives"], expected)
+    # the PNG is exactly render_fig4 of the saved arrays
+    np.testing.assert_array_equal(
+        fig4, render_fig4(saved["image"], saved["b02_dispatch"], saved["b02_representatives"])
+    )
 
 
 def test_cli_all_clean_images_exit_zero(tmp_path, tiny_ckpt):
@@ -69,7 +77,7 @@ def test_cli_all_clean_images_exit_zero(tmp_path, tiny_ckpt):
     code = cli.main([str(img), "--model", "test_glnet", "--checkpoint", str(tiny_ckpt), "--out",
                      str(tmp_path / "o"), "--block", "all", "--resize", "whole", "--input-size", "64", "-q"])
     assert code == 0
-    assert len(list((tmp_path / "o").glob("one_b0?_slots.png"))) == 4
+    assert len(list((tmp_path / "o").glob("one_b0?_fig4.png"))) == 4
 
 
 def test_cli_block_out_of_range_lists_valid(tmp_path, tiny_ckpt, capsys):
@@ -89,5 +97,112 @@ def test_cli_missing_checkpoint_and_bad_model(tmp_path, capsys):
 def test_cli_demo_runs_without_downloads(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     assert cli.main(["--demo", "--out", str(tmp_path / "d"), "-q"]) == 0
-    assert (tmp_path / "d" / "demo_cat_b04_slots.png").is_file()
+    assert len(list((tmp_path / "d").glob("demo_cat_b??_fig4.png"))) == 1  # the last block
     assert "UNTRAINED" in caplog.text
+
+
+def _tiny_argv(tiny_ckpt, *extra):
+    return ["--model", "test_glnet", "--checkpoint", str(tiny_ckpt), "--input-size", "96", "-q", *extra]
+
+
+@pytest.fixture
+def one_image(tmp_path):
+    img = tmp_path / "one.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (80, 120, 3), dtype=np.uint8)).save(img)
+    return img
+
+
+def test_cli_depths_default_blocks(one_image, tiny_ckpt, tmp_path):
+    out = tmp_path / "o"
+    code = cli.main([str(one_image), "--figure", "depths", "--save-maps", "--out", str(out),
+                     *_tiny_argv(tiny_ckpt)])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["one.npz", "one_depths.png"]
+    saved = np.load(out / "one.npz")
+    # test_glnet has 4 GLMix blocks: default_depth_blocks(4) = [1, 2, 4]
+    assert [b.split(":")[0] for b in saved["blocks"]] == ["1", "2", "4"]
+    fig = np.asarray(Image.open(out / "one_depths.png"))
+    assert fig.shape[0] == 3 * 96 + 2 * 8  # three labelled rows of 96 px, 8 px apart
+    from glmix_viz.figures import render_depths
+
+    expected = render_depths(
+        saved["image"], [saved[f"b{b:02d}_dispatch"] for b in (1, 2, 4)],
+        [saved[f"b{b:02d}_representatives"] for b in (1, 2, 4)], ["block 1", "block 2", "block 4"],
+    )
+    np.testing.assert_array_equal(fig, expected)
+
+
+def test_cli_depths_given_blocks(one_image, tiny_ckpt, tmp_path):
+    out = tmp_path / "o"
+    assert cli.main([str(one_image), "--figure", "depths", "--block", "3", "--block", "1", "--save-maps",
+                     "--out", str(out), *_tiny_argv(tiny_ckpt)]) == 0
+    assert [b.split(":")[0] for b in np.load(out / "one.npz")["blocks"]] == ["1", "3"]
+
+
+@pytest.mark.parametrize("figure, name", [("fig4", "one_b04_fig4.pdf"), ("hard", "one_b04_groups.pdf"),
+                                          ("depths", "one_depths.pdf")])
+def test_cli_pdf(one_image, tiny_ckpt, tmp_path, figure, name):
+    import matplotlib.pyplot as plt
+
+    out = tmp_path / "o"
+    assert cli.main([str(one_image), "--figure", figure, "--format", "pdf", "--out", str(out),
+                     *_tiny_argv(tiny_ckpt)]) == 0
+    assert [p.name for p in out.iterdir()] == [name]
+    assert (out / name).read_bytes().startswith(b"%PDF")
+    assert plt.get_fignums() == []
+
+
+def test_cli_hard_png_is_the_hard_grouping(one_image, tiny_ckpt, tmp_path):
+    from glmix_viz.figures import render_hard_grouping
+
+    out = tmp_path / "o"
+    assert cli.main([str(one_image), "--figure", "hard", "--block", "2", "--seed", "3", "--save-maps",
+                     "--out", str(out), *_tiny_argv(tiny_ckpt)]) == 0
+    saved = np.load(out / "one.npz")
+    png = np.asarray(Image.open(out / "one_b02_groups.png"))
+    np.testing.assert_array_equal(png, render_hard_grouping(saved["image"], saved["b02_dispatch"], seed=3))
+
+
+def test_cli_num_repr_and_seed(one_image, tiny_ckpt, tmp_path):
+    out = tmp_path / "o"
+    assert cli.main([str(one_image), "--num-repr", "3", "--seed", "5", "--block", "all", "--save-maps",
+                     "--out", str(out), *_tiny_argv(tiny_ckpt)]) == 0
+    saved = np.load(out / "one.npz")
+    for b in (1, 2, 3, 4):
+        reps = saved[f"b{b:02d}_representatives"]
+        np.testing.assert_array_equal(reps, select_representatives(saved[f"b{b:02d}_dispatch"], 3, seed=5))
+        assert len(reps) == 3
+    assert cli.main([str(one_image), "--num-repr", "100", "--save-maps", "--out", str(out),
+                     *_tiny_argv(tiny_ckpt)]) == 0
+    np.testing.assert_array_equal(np.load(out / "one.npz")["b04_representatives"], np.arange(64))
+
+
+def test_cli_rejects_bad_num_repr_and_figure(one_image, tiny_ckpt, capsys):
+    with pytest.raises(SystemExit) as err:
+        cli.main([str(one_image), "--num-repr", "0", *_tiny_argv(tiny_ckpt)])
+    assert err.value.code == 2
+    assert "--num-repr must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main([str(one_image), "--figure", "fig5", *_tiny_argv(tiny_ckpt)])
+    assert "invalid choice: 'fig5'" in capsys.readouterr().err
+
+
+def test_cli_figure_failure_counts_as_failed(images, tiny_ckpt, tmp_path, monkeypatch, caplog):
+    real = cli.render_fig4
+
+    def flaky(image, maps, reps, **kw):  # the first image (a.jpg) fails, the next renders
+        if flaky.calls == 0:
+            flaky.calls += 1
+            raise ValueError("boom")
+        return real(image, maps, reps, **kw)
+
+    flaky.calls = 0
+    monkeypatch.setattr(cli, "render_fig4", flaky)
+    out = tmp_path / "o"
+    code = cli.main([str(images), "--out", str(out), "--batch-size", "2", *_tiny_argv(tiny_ckpt)])
+    assert code == 1
+    assert "a.jpg: boom" in caplog.text  # the failing image, by name
+    assert "broken.jpg" in caplog.text
+    assert "1 written, 1 skipped, 1 failed" in caplog.text  # the summary, shown even with -q
+    assert [p.name for p in out.iterdir()] == ["b_b04_fig4.png"]

@@ -51,10 +51,10 @@ class TrainConfig:
     input_size: int = 192
     epochs: int = 20
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     clip_grad: float = 1.0
     weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 0.5
     drop_path: float = 0.1
     min_scale: float = 0.35
     workers: int = 1
@@ -215,6 +215,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     model = timm.create_model(config.model, num_classes=NUM_CLASSES - 1, drop_path_rate=config.drop_path)
     if config.init_checkpoint:
         load_checkpoint(model, config.init_checkpoint, name=config.model, num_classes=NUM_CLASSES - 1)
+    if not resume:  # start the classifier at the label prior: no epochs spent learning the class frequencies
+        prior = np.stack(list(train_set.labels.values())).mean(0).clip(1e-3, 1 - 1e-3)
+        with torch.no_grad():
+            model.get_classifier().bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))))
     model.to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "init_slots" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or "init_slots" in n]

@@ -1,4 +1,41 @@
 """Figures of slots: functions take arrays and return uint8 images or matplotlib Figures."""
+from .paper import (
+    RELEASE_COLORS,
+    array_figure,
+    blend_heatmap,
+    checkpoints_figure,
+    default_depth_blocks,
+    depths_figure,
+    fig4_figure,
+    fig4_panels,
+    render_checkpoints,
+    render_depths,
+    render_fig4,
+    render_label,
+    render_representatives,
+    render_slot_panel,
+    representative_colors,
+)
 from .slots import colormap_lut, render_hard_grouping, render_slot_grid, slot_palette
 
-__all__ = ["colormap_lut", "render_hard_grouping", "render_slot_grid", "slot_palette"]
+__all__ = [
+    "RELEASE_COLORS",
+    "array_figure",
+    "blend_heatmap",
+    "checkpoints_figure",
+    "colormap_lut",
+    "default_depth_blocks",
+    "depths_figure",
+    "fig4_figure",
+    "fig4_panels",
+    "render_checkpoints",
+    "render_depths",
+    "render_fig4",
+    "render_hard_grouping",
+    "render_label",
+    "render_representatives",
+    "render_slot_grid",
+    "render_slot_panel",
+    "representative_colors",
+    "slot_palette",
+]

@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..analysis import hard_assignment, normalize_per_image
+from ..analysis import hard_assignment
 
 __all__ = ["colormap_lut", "slot_palette", "render_slot_grid", "render_hard_grouping"]
 
@@ -39,17 +39,21 @@ def render_slot_grid(
     cell: Optional[int] = None,
     pad: int = 2,
     cmap: str = "viridis",
+    normalize: str = "image",
     highlight: Sequence[int] = (),
     highlight_colors: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """All K dispatch maps of one image as a mosaic (``cols`` per row).
 
     Args:
-        maps: ``(K, H, W)`` dispatch maps of one image (normalised here, per image).
+        maps: ``(K, H, W)`` dispatch maps of one image (normalised here, see ``normalize``).
         cols: maps per row.
         cell: height of one tile in pixels (default: H scaled to at least 48).
         pad: gap between tiles, in pixels (white).
         cmap: matplotlib colormap name.
+        normalize: ``"image"``: all K maps share one min-max range (default);
+            ``"map"``: each map is stretched to its own range (what the
+            release's per-panel ``imshow`` does; amplifies near-empty slots).
         highlight: slot indices to outline (e.g. representatives).
         highlight_colors: ``(len(highlight), 3)`` uint8 outline colours.
 
@@ -64,8 +68,18 @@ def render_slot_grid(
     rep = max(1, int(round(cell / H)))
     th, tw = H * rep, W * rep
     rows = -(-K // cols)
+    flat = maps.reshape(K, -1).astype(np.float32)
+    if normalize == "image":  # as analysis.normalize_per_image, in numpy (no torch overhead per call)
+        lo, hi = flat.min(), flat.max()
+    elif normalize == "map":
+        lo, hi = flat.min(1, keepdims=True), flat.max(1, keepdims=True)
+    else:
+        raise ValueError(
+            f"normalize={normalize!r}; use 'image' (one range for all maps) or 'map' (one range per map)"
+        )
+    scaled = ((flat - lo) / np.maximum(hi - lo, 1e-12)).reshape(K, H, W)
     lut = colormap_lut(cmap)
-    tiles = lut[(normalize_per_image(maps) * 255 + 0.5).astype(np.uint8)]  # (K, H, W, 3)
+    tiles = lut[(scaled * 255 + 0.5).astype(np.uint8)]  # (K, H, W, 3)
     tiles = tiles.repeat(rep, axis=1).repeat(rep, axis=2)  # nearest upsampling: slots are cells
     out = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, np.uint8)
     colors = highlight_colors if highlight_colors is not None else slot_palette(max(1, len(highlight)), 1)
