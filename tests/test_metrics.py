@@ -58,3 +58,4 @@ def test_bad_inputs_are_named():
         confusion_matrix(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="prediction has values"):
         confusion_matrix(np.full((2, 2), 30), np.zeros((2, 2)))
+

@@ -1,0 +1,69 @@
+"""Class evidence and slot refinement against hand-worked cases."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from wsss.evidence import IMAGENET_TO_VOC, ClassHead, EvidenceConfig, SlotMaps, compute_evidence
+from wsss.refine import BackgroundParams, labels_from_scores, slot_refine, to_probabilities, with_background
+from wsss.voc import VOC_FOREGROUND
+
+
+def test_slot_refinement_hand_worked():
+    # 2 slots on a 1x4 grid: slot 0 owns pixels 0-1, slot 1 pixels 2-3 (hard clustering and dispatch)
+    clustering = torch.tensor([[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
+    dispatch = torch.tensor([[1.0, 1.0, 0, 0], [0, 0, 1.0, 1.0]])
+    slots = [SlotMaps(1, clustering, dispatch, (1, 4))]
+    cam = torch.tensor([[[1.0, 0.2, 0.0, 0.4]]])  # one class, already on the grid
+    out = slot_refine(cam, slots, mix=1.0)
+    # slot scores: 0.6 and 0.2 -> pixels [0.6, 0.6, 0.2, 0.2] -> / max -> [1, 1, 1/3, 1/3]
+    np.testing.assert_allclose(out[0, 0].numpy(), [1, 1, 1 / 3, 1 / 3], atol=1e-6)
+    half = slot_refine(cam, slots, mix=0.5)
+    np.testing.assert_allclose(half[0, 0].numpy(), 0.5 * np.array([1, 0.2, 0, 0.4]) + 0.5 * np.array([1, 1, 1 / 3, 1 / 3]), atol=1e-6)
+
+
+def test_background_and_labels():
+    scores = np.array([[[0.9, 0.1]], [[0.2, 0.05]]], np.float32)  # classes 3 and 7, 1x2 image
+    s = with_background(scores, BackgroundParams("constant", 0.15))
+    np.testing.assert_array_equal(labels_from_scores(s, [3, 7]), [[3, 0]])
+    p = with_background(scores, BackgroundParams("power", power=1.0))
+    np.testing.assert_allclose(p[0], [[0.1, 0.9]], rtol=1e-6)
+    probs = to_probabilities(s)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-6)
+
+
+def test_compute_evidence_shapes_normalisation_and_slots(tiny_model):
+    model = timm.create_model("test_glnet", num_classes=20).eval()
+    head = ClassHead.from_model(model)
+    image = torch.randn(3, 70, 90)
+    ev = compute_evidence(model, image, [3, 15], head, EvidenceConfig(scales=(1.0, 0.5), slot_blocks=(2, 4)))
+    assert ev.classes == (3, 15) and ev.cams.shape == (2, 70, 90)
+    np.testing.assert_allclose(ev.cams.flatten(1).amax(1).numpy(), [1, 1], atol=1e-5)
+    assert ev.cams.min() >= 0
+    assert [s.ordinal for s in ev.slots] == [2, 4]
+    assert ev.slots[0].grid == (8, 11) and ev.slots[0].clustering.shape == (64, 88)  # 70x90 at stride 8
+    np.testing.assert_allclose(ev.slots[1].dispatch.sum(0).numpy(), 1, atol=1e-5)
+    # the CAM of one scale, unflipped, is ReLU(W f) upsampled: check against a direct computation
+    one = compute_evidence(model, image, [3], head, EvidenceConfig(scales=(1.0,), flip=False))
+    with torch.no_grad():
+        f = model.forward_features(image[None])[0]
+        cam = torch.relu(torch.einsum("c,chw->hw", model.head.weight[2], f))
+        cam = torch.nn.functional.interpolate(cam[None, None], size=(70, 90), mode="bilinear")[0, 0]
+    np.testing.assert_allclose(one.cams[0].numpy(), (cam / cam.max()).numpy(), atol=1e-5)
+
+
+def test_heads_are_checked():
+    with pytest.raises(ValueError, match="expected 20"):
+        ClassHead.from_model(timm.create_model("test_glnet"))  # 10 outputs
+    inet = timm.create_model("test_glnet", num_classes=1000)
+    head = ClassHead.imagenet(inet)
+    table = json.loads(IMAGENET_TO_VOC.read_text())["voc_to_imagenet"]
+    assert head.groups[VOC_FOREGROUND.index("cat")] == tuple(table["cat"])
+    flat = [i for ids in table.values() for i in ids]
+    assert len(flat) == len(set(flat)) and all(0 <= i < 1000 for i in flat)
+    ev = compute_evidence(inet.eval(), torch.randn(3, 64, 64), [8, 12], head, EvidenceConfig(scales=(1.0,)))
+    assert ev.cams.shape == (2, 64, 64)
