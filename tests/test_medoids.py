@@ -52,7 +52,7 @@ def test_four_groups_one_medoid_each_and_it_is_the_centre(method):
     np.testing.assert_array_equal(result.medoids, np.sort(centres))
     # every slot is labelled with the medoid of its own group
     np.testing.assert_array_equal(group[result.medoids[result.labels]], group)
-    assert result.method == ("sklearn_extra" if method == "auto" else method)
+    assert result.method == ("kmedoids" if method == "auto" else method)  # auto prefers kmedoids
     # cost: 4 groups x 6 neighbours at distance 0.1
     assert result.cost == pytest.approx(24 * 0.1)
 

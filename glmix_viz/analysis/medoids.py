@@ -25,7 +25,7 @@ __all__ = ["METHODS", "SlotClusters", "cluster_slots", "distance_matrix", "selec
 _logger = logging.getLogger(__name__)
 
 METHODS = ("auto", "sklearn_extra", "kmedoids")
-"""Accepted ``method`` values: ``auto`` prefers scikit-learn-extra, then ``kmedoids``."""
+"""Accepted ``method`` values: ``auto`` prefers ``kmedoids`` (faster, same medoids), then scikit-learn-extra."""
 
 Metric = Union[str, Callable[[np.ndarray, np.ndarray], float]]
 
@@ -154,7 +154,9 @@ def _backend(method: str) -> str:
     method = method.replace("-", "_") if isinstance(method, str) else method
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
-    order = ("sklearn_extra", "kmedoids") if method == "auto" else (method,)
+    # auto prefers kmedoids: same PAM medoids as scikit-learn-extra (tested), about 4x faster
+    # (0.65 vs 2.5 ms for 64 maps of 14x14, k=4), and a plain numpy-2 wheel
+    order = ("kmedoids", "sklearn_extra") if method == "auto" else (method,)
     for name in order:
         try:
             _import_sklearn_extra() if name == "sklearn_extra" else __import__(name)
@@ -231,7 +233,7 @@ def cluster_slots(
         metric: distance between flattened maps (see :func:`distance_matrix`).
         seed: random state given to the backend; it matters only with
             ``init="random"`` (BUILD is deterministic).
-        method: ``"auto"`` (scikit-learn-extra if importable, else ``kmedoids``),
+        method: ``"auto"`` (``kmedoids`` if importable, else scikit-learn-extra),
             ``"sklearn_extra"`` or ``"kmedoids"``.
         init: ``"build"`` (PAM's greedy start, default) or ``"random"``
             (seeded); with ``"build"`` both backends give the same medoids

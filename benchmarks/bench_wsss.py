@@ -1,0 +1,171 @@
+"""WSSS quality gates and throughput, measured side by side in one run.
+
+    python benchmarks/bench_wsss.py                      # bundled demo model on a fresh EmojiVOC train split
+    python benchmarks/bench_wsss.py --checkpoint runs/demo/checkpoint-best.pth --images 200
+
+1. Quality: pseudo-mask mIoU of CAM only, slot-refined, and slot-refined + dense
+   CRF on a freshly generated EmojiVOC train split (a seed the demo model never
+   saw), with the background threshold fixed (0.15, IRN's) and swept (best);
+   plus the block/mix choices behind the default (evidence is computed once per
+   image with every GLMix block captured, then each variant is scored).
+2. Throughput on VOC-size images (500x375): pseudo-labels per second with the
+   demo model and with glnet_stl (ImageNet head, random weights), and the CRF
+   time per image against a bare pydensecrf call on the same input.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import timm  # noqa: E402
+
+import glmix_viz  # noqa: E402,F401
+from glmix_viz.capture import glmix_blocks  # noqa: E402
+from glmix_viz.images import load_image  # noqa: E402
+from glmix_viz.models import load_checkpoint  # noqa: E402
+from glmix_viz.models.demo import load_demo_model  # noqa: E402
+from wsss.emojivoc import make_emojivoc  # noqa: E402
+from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence  # noqa: E402
+from wsss.metrics import ConfusionAccumulator  # noqa: E402
+from wsss.pipeline import PseudoLabelConfig, _to_tensor, pseudo_label_image  # noqa: E402
+from wsss.refine import (  # noqa: E402
+    BackgroundParams, CRFParams, dense_crf, labels_from_scores, slot_refine, to_probabilities, with_background,
+)
+from wsss.voc import VOCLayout, read_mask  # noqa: E402
+
+THRESHOLDS = np.round(np.arange(0.05, 0.61, 0.05), 2)
+
+
+def quality(model, layout: VOCLayout, ids, args) -> None:
+    head = ClassHead.from_model(model)
+    n_blocks = len(glmix_blocks(model))
+    all_blocks = tuple(range(1, n_blocks + 1))
+    variants = {"cam": None}
+    for blocks in [(n_blocks,), (n_blocks - 2, n_blocks), (n_blocks - 4, n_blocks - 2, n_blocks),
+                   (2, n_blocks // 2, n_blocks), all_blocks]:
+        for mix in (0.5, 1.0):
+            variants[f"slots {','.join(map(str, blocks))} mix {mix}"] = (blocks, mix)
+    accs = {name: [ConfusionAccumulator() for _ in THRESHOLDS] for name in variants}
+    crf_accs = {"cam + crf": ConfusionAccumulator(), "slots + crf": ConfusionAccumulator()}
+    default = PseudoLabelConfig()
+    default_key = f"slots {','.join(map(str, default.evidence.slot_blocks))} mix {default.slot_mix}"
+    t0 = time.perf_counter()
+    for image_id in ids:
+        image = np.asarray(load_image(layout.image(image_id)))
+        gt = read_mask(layout.mask(image_id))
+        classes = [c + 1 for c in np.flatnonzero(layout.image_labels([image_id])[image_id])]
+        ev = compute_evidence(model, _to_tensor(image, torch.device("cpu")), classes, head,
+                              EvidenceConfig(slot_blocks=all_blocks))
+        by_ordinal = {s.ordinal: s for s in ev.slots}
+        scores_of = {}
+        for name, spec in variants.items():
+            scores = ev.cams if spec is None else slot_refine(ev.cams, [by_ordinal[b] for b in spec[0]], spec[1])
+            scores_of[name] = scores.numpy()
+            for t, acc in zip(THRESHOLDS, accs[name]):
+                acc.add(labels_from_scores(with_background(scores_of[name], BackgroundParams(threshold=float(t))),
+                                           classes), gt)
+        for key, name in (("cam + crf", "cam"), ("slots + crf", default_key)):
+            sbg = with_background(scores_of[name], default.background)
+            crf_accs[key].add(np.array([0, *classes], np.uint8)[dense_crf(image, to_probabilities(sbg))], gt)
+    dt = time.perf_counter() - t0
+    i15 = int(np.argmin(np.abs(THRESHOLDS - 0.15)))
+    print(f"\n1. pseudo-mask quality on {len(ids)} EmojiVOC train images (seed {args.seed}), {dt:.0f} s")
+    print(f"  {'method':34s} {'mIoU @0.15':>10s} {'best mIoU':>10s} {'at bg':>6s}")
+    rows = []
+    for name in variants:
+        mious = [a.summary()["miou"] for a in accs[name]]
+        best = int(np.nanargmax(mious))
+        rows.append((name, mious[i15], mious[best], THRESHOLDS[best]))
+        mark = "  <- default" if name == default_key else ""
+        print(f"  {name:34s} {100 * mious[i15]:10.2f} {100 * mious[best]:10.2f} {THRESHOLDS[best]:6.2f}{mark}")
+    for name, acc in crf_accs.items():
+        print(f"  {name:34s} {100 * acc.summary()['miou']:10.2f} {'':>10s} {0.15:6.2f}")
+    cam = rows[0][1]
+    slot = dict((r[0], r[1]) for r in rows)[default_key]
+    crf = crf_accs["slots + crf"].summary()["miou"]
+    print(f"\n  side by side @0.15: CAM {100 * cam:.2f} | slots {100 * slot:.2f} | slots + CRF {100 * crf:.2f}"
+          f"  (slots + CRF - CAM = {100 * (crf - cam):+.2f} points; targets: >= +10 and >= 75 mIoU)")
+
+
+def throughput(demo, args) -> None:
+    rng = np.random.default_rng(0)
+    image = (rng.random((375, 500, 3)) * 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:375, 0:500]
+    image[(yy - 180) ** 2 + (xx - 250) ** 2 < 90 ** 2] = (220, 40, 40)
+    torch.manual_seed(0)
+    stl = timm.create_model("glnet_stl").eval()
+    print(f"\n2. throughput, 500x375 images, CPU ({torch.get_num_threads()} threads), two classes per image")
+    for name, model, head in (("glnet_demo", demo, ClassHead.from_model(demo)),
+                              ("glnet_stl (ImageNet head)", stl, ClassHead.imagenet(stl))):
+        n_blocks = len(glmix_blocks(model))
+        cfg = PseudoLabelConfig(evidence=EvidenceConfig(slot_blocks=(n_blocks - 4, n_blocks - 2, n_blocks)))
+        pseudo_label_image(model, image, [8, 15], head, cfg)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            pseudo_label_image(model, image, [8, 15], head, cfg)
+            times.append(time.perf_counter() - t)
+        print(f"  {name:28s} {1 / statistics.median(times):6.2f} pseudo-labels/s "
+              f"({statistics.median(times) * 1000:.0f} ms/image: 4 scales x flip + slots + CRF)")
+
+    import pydensecrf.densecrf as dcrf
+
+    probs = rng.random((3, 375, 500)).astype(np.float32)
+    probs /= probs.sum(0, keepdims=True)
+
+    def bare():
+        d = dcrf.DenseCRF2D(500, 375, 3)
+        d.setUnaryEnergy(np.ascontiguousarray(-np.log(probs).reshape(3, -1)))
+        d.addPairwiseGaussian(sxy=3, compat=3)
+        d.addPairwiseBilateral(sxy=50, srgb=5, rgbim=np.ascontiguousarray(image), compat=10)
+        return np.array(d.inference(10)).reshape(3, 375, 500).argmax(0)
+
+    ours_t, bare_t = [], []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        a = dense_crf(image, probs, CRFParams())
+        ours_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        b = bare()
+        bare_t.append(time.perf_counter() - t)
+    assert np.array_equal(a, b)
+    o, r = statistics.median(ours_t), statistics.median(bare_t)
+    print(f"  dense CRF: ours {o * 1000:.0f} ms, bare pydensecrf {r * 1000:.0f} ms, ratio {o / r:.2f} (target <= 1.2)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, help="glnet_demo weights (default: the bundled demo model)")
+    p.add_argument("--images", type=int, default=100, help="EmojiVOC train images to score")
+    p.add_argument("--seed", type=int, default=2024, help="EmojiVOC seed (the demo model was trained on seed 0)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-throughput", action="store_true")
+    args = p.parse_args()
+    if args.checkpoint:
+        demo = load_checkpoint(timm.create_model("glnet_demo"), args.checkpoint).eval()
+        origin = str(args.checkpoint)
+    else:
+        demo, origin = load_demo_model()
+    print(f"model: {origin}")
+    with torch.no_grad():
+        if not args.skip_quality:
+            with tempfile.TemporaryDirectory() as tmp:
+                root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=1, seed=args.seed, progress=False)
+                layout = VOCLayout(root)
+                quality(demo, layout, layout.ids("train"), args)
+        if not args.skip_throughput:
+            throughput(demo, args)
+
+
+if __name__ == "__main__":
+    main()
