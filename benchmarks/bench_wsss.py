@@ -38,7 +38,13 @@ from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence  # noqa: E
 from wsss.metrics import ConfusionAccumulator  # noqa: E402
 from wsss.pipeline import PseudoLabelConfig, _to_tensor, pseudo_label_image  # noqa: E402
 from wsss.refine import (  # noqa: E402
-    BackgroundParams, CRFParams, dense_crf, labels_from_scores, slot_refine, to_probabilities, with_background,
+    BackgroundParams,
+    CRFParams,
+    dense_crf,
+    labels_from_scores,
+    slot_refine,
+    to_probabilities,
+    with_background,
 )
 from wsss.voc import VOCLayout, read_mask  # noqa: E402
 

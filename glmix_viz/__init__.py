@@ -6,10 +6,10 @@ Importing the package registers the GLNet family with timm::
     model = timm.create_model("glnet_stl", pretrained=True)  # reads ~/.cache/torch/hub/checkpoints/glnet_stl.pth
 """
 from .models import (
+    OFFICIAL_MODELS,
     GLMixBlock,
     GLNet,
     GLNetTokenLabel,
-    OFFICIAL_MODELS,
     default_checkpoint_path,
     load_checkpoint,
 )

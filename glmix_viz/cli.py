@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -43,6 +41,7 @@ from .figures import (
     render_fig4,
     render_hard_grouping,
 )
+from .fileio import atomic_write
 from .images import Preprocess, expand_image_paths, load_image, preprocess
 from .models import OFFICIAL_MODELS, default_checkpoint_path, load_checkpoint
 from .models.demo import load_demo_model
@@ -143,26 +142,14 @@ def select_blocks(model: torch.nn.Module, blocks: Optional[Sequence[str]], figur
     return resolve_blocks(model, list(blocks))
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, then rename: no half-written outputs."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
-    _atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def _save_figure(path: Path, fig) -> None:
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:]))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:]))
 
 
 def _stems(paths: Sequence[Path]) -> List[str]:
@@ -229,7 +216,7 @@ def _render_one(
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)
 
-        _atomic_write(out / f"{name}.npz", write_npz)
+        atomic_write(out / f"{name}.npz", write_npz)
 
 
 def run(

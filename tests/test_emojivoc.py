@@ -8,7 +8,15 @@ import pytest
 from PIL import Image
 
 from wsss.emojivoc import load_sprites, make_emojivoc, render_scene
-from wsss.voc import IGNORE_INDEX, VOC_PALETTE, VOCLayout, id_to_key, labels_from_mask, load_cls_labels, read_mask
+from wsss.voc import (
+    IGNORE_INDEX,
+    VOC_PALETTE,
+    VOCLayout,
+    id_to_key,
+    labels_from_mask,
+    load_cls_labels,
+    read_mask,
+)
 
 
 def digest(folder) -> dict:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from glmix_viz.images import Preprocess, denormalize, expand_image_paths, load_image, preprocess

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from glmix_viz.models import read_checkpoint
 from wsss import cli

@@ -1,12 +1,18 @@
 """VOC layout reading on the real VOC 2012 sample."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from wsss.voc import VOC_PALETTE, VOCLayout, id_to_key, labels_from_mask, load_cls_labels, read_mask, save_mask
+from wsss.voc import (
+    VOC_PALETTE,
+    VOCLayout,
+    id_to_key,
+    labels_from_mask,
+    load_cls_labels,
+    read_mask,
+    save_mask,
+)
 
 from .conftest import DATA
 

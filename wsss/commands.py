@@ -5,7 +5,6 @@ import argparse
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -15,7 +14,7 @@ from .evidence import ClassHead, EvidenceConfig
 from .metrics import ConfusionAccumulator
 from .pipeline import PseudoLabelConfig, run_pseudo_labels
 from .refine import BackgroundParams, CRFParams, labels_from_scores, with_background
-from .voc import VOC_CLASSES, VOCLayout, read_mask
+from .voc import VOCLayout, read_mask
 
 _logger = logging.getLogger("wsss")
 

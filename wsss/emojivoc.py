@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from glmix_viz.fileio import atomic_write
 
 from .voc import IGNORE_INDEX, VOC_CLASSES, id_to_key, labels_from_mask, save_cls_labels, save_mask
 
@@ -179,17 +179,6 @@ def render_scene(index: int, seed: int, cfg: EmojiVOCConfig = EmojiVOCConfig()) 
     return canvas.convert("RGB"), mask
 
 
-def _write_atomic(path: Path, save) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def make_emojivoc(
     out: Union[str, Path],
     *,
@@ -221,15 +210,15 @@ def make_emojivoc(
     labels = {}
     for i, image_id in enumerate(tqdm(ids, desc="EmojiVOC", unit="img", disable=not progress)):
         image, mask = render_scene(i, seed, config)
-        _write_atomic(voc / "JPEGImages" / f"{image_id}.jpg",
+        atomic_write(voc / "JPEGImages" / f"{image_id}.jpg",
                       lambda p: image.save(p, format="JPEG", quality=config.jpeg_quality))
-        _write_atomic(voc / "SegmentationClass" / f"{image_id}.png", lambda p: save_mask(p, mask))
+        atomic_write(voc / "SegmentationClass" / f"{image_id}.png", lambda p: save_mask(p, mask))
         labels[id_to_key(image_id)] = labels_from_mask(mask)
     lists = {"train": ids[:train], "val": ids[train:], "trainval": ids}
     for split, split_ids in lists.items():
-        _write_atomic(voc / "ImageSets" / "Segmentation" / f"{split}.txt",
+        atomic_write(voc / "ImageSets" / "Segmentation" / f"{split}.txt",
                       lambda p: Path(p).write_text("".join(f"{i}\n" for i in split_ids)))
     (out / "voc12").mkdir(exist_ok=True)
-    _write_atomic(out / "voc12" / "cls_labels.npy", lambda p: save_cls_labels(p, labels))
+    atomic_write(out / "voc12" / "cls_labels.npy", lambda p: save_cls_labels(p, labels))
     _logger.info("EmojiVOC: %d train + %d val images -> %s", train, val, out)
     return out

@@ -8,28 +8,35 @@ files are the same as a single process writes.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from glmix_viz.fileio import atomic_write
 from glmix_viz.images import load_image
 
 from .evidence import ClassHead, EvidenceConfig, compute_evidence
-from .refine import BackgroundParams, CRFParams, dense_crf, labels_from_scores, slot_refine, to_probabilities, with_background
+from .refine import (
+    BackgroundParams,
+    CRFParams,
+    dense_crf,
+    labels_from_scores,
+    slot_refine,
+    to_probabilities,
+    with_background,
+)
 from .voc import VOCLayout, save_mask
 
 __all__ = ["PseudoLabelConfig", "PseudoLabelResult", "pseudo_label_image", "run_pseudo_labels", "shard"]
 
 _logger = logging.getLogger(__name__)
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 @dataclass(frozen=True)
@@ -108,18 +115,6 @@ def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
     return list(ids[rank::world_size])
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_pseudo_labels(
     model: torch.nn.Module, layout: VOCLayout, ids: Sequence[str], labels: Dict[str, np.ndarray], out: Path,
     *, head: ClassHead, config: PseudoLabelConfig = PseudoLabelConfig(), device: torch.device = torch.device("cpu"),
@@ -131,8 +126,6 @@ def run_pseudo_labels(
         ``{"written", "skipped" (already there), "failed"}`` for this rank.
     """
     from tqdm import tqdm
-
-    from glmix_viz.images import load_image
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,9 +162,9 @@ def run_pseudo_labels(
 
             mask = np.asarray(Image.fromarray(mask).resize((W, H), Image.Resampling.NEAREST))
         if save_scores:
-            _atomic(out / "scores" / f"{image_id}.npz", lambda p: np.savez_compressed(
+            atomic_write(out / "scores" / f"{image_id}.npz", lambda p: np.savez_compressed(
                 open(p, "wb"), scores=result.scores.astype(np.float16), classes=np.array(result.classes, np.uint8)))
-        _atomic(target, lambda p: save_mask(p, mask))
+        atomic_write(target, lambda p: save_mask(p, mask))
         counts["written"] += 1
         bar.set_postfix(img_s=f"{counts['written'] / (time.perf_counter() - t0):.2f}")
     bar.close()

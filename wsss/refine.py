@@ -14,7 +14,7 @@ over the chosen blocks and mixed with the CAM: ``(1 - mix) * cam + mix * refined
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 import torch

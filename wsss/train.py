@@ -11,19 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from glmix_viz.fileio import atomic_write
 from glmix_viz.images import load_image
 from glmix_viz.models import load_checkpoint, read_checkpoint
 
@@ -33,8 +33,7 @@ __all__ = ["TrainConfig", "VOCClassification", "average_precision", "mean_averag
 
 _logger = logging.getLogger(__name__)
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 @dataclass(frozen=True)
@@ -160,14 +159,7 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> Tuple[float, np.
 
 
 def _atomic_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _lr_at(step: int, total: int, warmup: int, base: float) -> float:

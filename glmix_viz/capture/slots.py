@@ -14,7 +14,7 @@ block" is ordinal 10) or by qualified module name (``"stages.2.blocks.4"``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
