@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=0.05)
     t.add_argument("--warmup-epochs", type=float, default=0.5)
     t.add_argument("--drop-path", type=float, default=0.1)
+    t.add_argument("--min-scale", type=float, default=0.8,
+                   help="smallest crop area of the random resized crop (small crops drop labelled objects)")
     t.add_argument("--workers", type=int, default=1, help="data-loading processes")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--device", default="auto")
@@ -114,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 labels_file=str(args.labels) if args.labels else None,
                 init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
                 input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                clip_grad=args.clip_grad, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, drop_path=args.drop_path,
+                clip_grad=args.clip_grad, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, drop_path=args.drop_path, min_scale=args.min_scale,
                 workers=args.workers, threads=args.threads, seed=args.seed, device=args.device,
                 amp=not args.no_amp, max_steps=args.max_steps,
             )

@@ -55,7 +55,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 0.5
     drop_path: float = 0.1
-    min_scale: float = 0.35
+    min_scale: float = 0.8
     workers: int = 1
     threads: int = 0
     seed: int = 0
@@ -72,7 +72,7 @@ class VOCClassification(torch.utils.data.Dataset):
     """
 
     def __init__(self, layout: VOCLayout, split: str, *, size: int, train: bool,
-                 labels_file: Optional[str] = None, min_scale: float = 0.35) -> None:
+                 labels_file: Optional[str] = None, min_scale: float = 0.8) -> None:
         self.layout = layout
         self.ids = layout.ids(split)
         if not self.ids:
