@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--input-size", type=int, default=192)
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--clip-grad", type=float, default=1.0, help="gradient norm clipping (0: off)")
     t.add_argument("--weight-decay", type=float, default=0.05)
     t.add_argument("--warmup-epochs", type=float, default=0.5)
@@ -116,7 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 labels_file=str(args.labels) if args.labels else None,
                 init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
                 input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                clip_grad=args.clip_grad, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, drop_path=args.drop_path, min_scale=args.min_scale,
+                clip_grad=args.clip_grad, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                drop_path=args.drop_path, min_scale=args.min_scale,
                 workers=args.workers, threads=args.threads, seed=args.seed, device=args.device,
                 amp=not args.no_amp, max_steps=args.max_steps,
             )

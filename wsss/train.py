@@ -50,7 +50,7 @@ class TrainConfig:
     input_size: int = 192
     epochs: int = 20
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-4
     clip_grad: float = 1.0
     weight_decay: float = 0.05
     warmup_epochs: float = 0.5

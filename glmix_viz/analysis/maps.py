@@ -13,7 +13,9 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
 def _as_tensor(maps: ArrayLike) -> torch.Tensor:
-    return maps.detach().float().cpu() if isinstance(maps, torch.Tensor) else torch.from_numpy(np.asarray(maps, np.float32))
+    if isinstance(maps, torch.Tensor):
+        return maps.detach().float().cpu()
+    return torch.from_numpy(np.asarray(maps, np.float32))
 
 
 def normalize_per_image(maps: ArrayLike, eps: float = 1e-12) -> np.ndarray:
