@@ -320,7 +320,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for item in unmatched:
             _logger.error("no image matches %s", item)
         model, origin = build_model(args.model, args.checkpoint, trust=args.trust_checkpoint, seed=args.seed)
-        (_logger.warning if "UNTRAINED" in origin else _logger.info)(origin)
+        (_logger.warning if origin.startswith("no weights") else _logger.info)(origin)  # fallbacks always show
         blocks = [b for spec in (args.block or []) for b in spec.split(",") if b]
         select_blocks(model, blocks, args.figure)  # validate before any work
     except (ValueError, FileNotFoundError) as err:

@@ -23,11 +23,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, default=DEMO_WEIGHTS)
+    p.add_argument("--status", default="trained", help='e.g. "interim: partly trained"')
     args = p.parse_args()
     ckpt = read_checkpoint(args.checkpoint)
     sd = unwrap_state_dict(ckpt)
     half = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
     meta = {k: ckpt[k] for k in ("epoch", "val_map", "config") if k in ckpt}
+    meta["status"] = args.status
     torch.save({"model": half, **meta}, args.out)
     print(f"{args.out}: {args.out.stat().st_size / 1e6:.1f} MB, epoch {meta.get('epoch')}, val mAP {meta.get('val_map')}")
 

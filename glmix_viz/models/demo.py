@@ -14,7 +14,7 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
-from ._checkpoint import load_checkpoint
+from ._checkpoint import load_checkpoint, read_checkpoint
 
 __all__ = ["DEMO_MODEL", "DEMO_WEIGHTS", "FALLBACK_MODEL", "load_demo_model"]
 
@@ -36,9 +36,13 @@ def load_demo_model(seed: int = 0) -> Tuple[nn.Module, str]:
 
     if DEMO_WEIGHTS.is_file():
         model = load_checkpoint(timm.create_model(DEMO_MODEL), DEMO_WEIGHTS, name=DEMO_MODEL)
+        meta = read_checkpoint(DEMO_WEIGHTS)
+        status = meta.get("status", "trained")
+        val_map = meta.get("val_map")
+        score = f", EmojiVOC val mAP {val_map:.2f}" if isinstance(val_map, float) else ""
         return model.eval(), (
-            f"bundled demo model {DEMO_MODEL} (trained on EmojiVOC, 20 VOC classes drawn as emoji): "
-            "for the paper's models download the official weights (github.com/rayleizhu/GLMix) "
+            f"the bundled demo model {DEMO_MODEL} ({status} on EmojiVOC, 20 VOC classes drawn as emoji{score}), "
+            "not a paper model: download the official weights (github.com/rayleizhu/GLMix) "
             "to ~/.cache/torch/hub/checkpoints/NAME.pth or pass --checkpoint"
         )
     torch.manual_seed(seed)
