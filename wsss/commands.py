@@ -30,22 +30,23 @@ def load_model(checkpoint, model_name, head: str):
     """The model for pseudo-labels: a checkpoint (architecture given or guessed), or the bundled demo."""
     import timm
 
-    from glmix_viz.models import best_matching_model, load_checkpoint, read_checkpoint, unwrap_state_dict
+    from glmix_viz.models import (
+        OFFICIAL_MODELS, best_matching_model, load_checkpoint, read_checkpoint, unwrap_state_dict,
+    )
     from glmix_viz.models.demo import load_demo_model
 
     if checkpoint is None:
         model, what = load_demo_model()
         _logger.info("using %s", what)
         return model
+    contents = read_checkpoint(checkpoint)  # read once: guessing the architecture, head size and loading
     if model_name is None:
-        sd = unwrap_state_dict(read_checkpoint(checkpoint))
-        model_name, score = best_matching_model(sd, ("glnet_demo", "glnet_stl", "glnet_stl_paramslot", "glnet_4g",
-                                                     "glnet_9g", "glnet_16g", "glnet_4g_tklb", "glnet_9g_tklb"))
+        model_name, score = best_matching_model(unwrap_state_dict(contents), ("glnet_demo", *OFFICIAL_MODELS))
         _logger.info("%s: architecture %s (%.0f%% of keys fit)", checkpoint, model_name, 100 * score)
-    sd = unwrap_state_dict(read_checkpoint(checkpoint), model_name)
+    sd = unwrap_state_dict(contents, model_name)
     num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else (1000 if head == "imagenet" else 20)
     model = timm.create_model(model_name, num_classes=num_classes)
-    load_checkpoint(model, checkpoint, name=model_name)
+    load_checkpoint(model, checkpoint, name=model_name, checkpoint=contents)
     return model.eval()
 
 

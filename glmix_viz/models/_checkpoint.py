@@ -212,6 +212,7 @@ def load_checkpoint(
     name: Optional[str] = None,
     weights_only: bool = True,
     num_classes: Optional[int] = None,
+    checkpoint: Optional[Mapping] = None,
 ) -> nn.Module:
     """Load an official (or own) checkpoint into ``model``, strictly.
 
@@ -223,6 +224,9 @@ def load_checkpoint(
         weights_only: see :func:`read_checkpoint`.
         num_classes: if it differs from the checkpoint's class count, the
             classifier is left as built (for fine-tuning) and all else loads.
+        checkpoint: the file's contents if the caller has already read it
+            (:func:`read_checkpoint`), so it is not read again; ``path`` then
+            only names it in messages.
 
     Returns:
         ``model``, with the weights loaded in place (dtype cast to the model's).
@@ -237,7 +241,9 @@ def load_checkpoint(
         if not name:
             raise ValueError("pass path=..., or name=... to use the torch hub cache")
         path = default_checkpoint_path(name)
-    state_dict = unwrap_state_dict(read_checkpoint(path, weights_only=weights_only), model_name=name)
+    if checkpoint is None:
+        checkpoint = read_checkpoint(path, weights_only=weights_only)
+    state_dict = unwrap_state_dict(checkpoint, model_name=name)
 
     own = model.state_dict()
     head_keys = [k for k in _classifier_keys(model) if k in own and k in state_dict]

@@ -35,8 +35,8 @@ def load_demo_model(seed: int = 0) -> Tuple[nn.Module, str]:
     import timm
 
     if DEMO_WEIGHTS.is_file():
-        model = load_checkpoint(timm.create_model(DEMO_MODEL), DEMO_WEIGHTS, name=DEMO_MODEL)
         meta = read_checkpoint(DEMO_WEIGHTS)
+        model = load_checkpoint(timm.create_model(DEMO_MODEL), DEMO_WEIGHTS, name=DEMO_MODEL, checkpoint=meta)
         status = meta.get("status", "trained")
         val_map = meta.get("val_map")
         score = f", EmojiVOC val mAP {val_map:.2f}" if isinstance(val_map, float) else ""
