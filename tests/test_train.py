@@ -5,10 +5,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from glmix_viz.models import read_checkpoint
 from wsss import cli
 from wsss.emojivoc import make_emojivoc
+from wsss.voc import VOCLayout
 from wsss.train import TrainConfig, average_precision, mean_average_precision, train
 
 
@@ -62,3 +64,21 @@ def test_checkpoints_and_resume(voc, tmp_path):
 def test_resume_without_checkpoint_is_a_clear_error(voc, tmp_path, capsys):
     code = cli.main(["train", "--voc-root", str(voc), "--out", str(tmp_path / "none"), "--batch-size", "8", "--resume"])
     assert code == 2 and "checkpoint-last.pth" in capsys.readouterr().err
+
+
+def test_classifier_starts_at_label_prior_unless_a_trained_head_is_loaded(voc, tmp_path):
+    """A new head starts at log(p / (1 - p)) of the label frequencies; a head loaded with --init-checkpoint is kept."""
+    labels = VOCLayout(voc).image_labels(VOCLayout(voc).ids("train"))
+    prior = np.stack(list(labels.values())).mean(0).clip(1e-3, 1 - 1e-3)
+    fresh = tmp_path / "fresh"
+    train(config(voc, fresh, epochs=1, lr=0.0), progress=False)  # lr 0: the weights stay where they started
+    bias = read_checkpoint(fresh / "checkpoint-last.pth")["model"]["head.bias"].numpy()
+    np.testing.assert_allclose(bias, np.log(prior / (1 - prior)), rtol=1e-5)
+
+    trained = read_checkpoint(fresh / "checkpoint-last.pth")
+    trained["model"]["head.bias"] = trained["model"]["head.bias"] + 1.0  # a head that is not the prior
+    torch.save({"model": trained["model"]}, tmp_path / "init.pth")
+    again = tmp_path / "again"
+    train(config(voc, again, epochs=1, lr=0.0, init_checkpoint=str(tmp_path / "init.pth")), progress=False)
+    kept = read_checkpoint(again / "checkpoint-last.pth")["model"]["head.bias"].numpy()
+    np.testing.assert_allclose(kept, np.log(prior / (1 - prior)) + 1.0, rtol=1e-5)

@@ -205,9 +205,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         raise ValueError(f"batch size {config.batch_size} is larger than the {len(train_set)} training images")
 
     model = timm.create_model(config.model, num_classes=NUM_CLASSES - 1, drop_path_rate=config.drop_path)
+    fresh_head = True
     if config.init_checkpoint:
+        built = [p.detach().clone() for p in model.get_classifier().parameters()]
         load_checkpoint(model, config.init_checkpoint, name=config.model, num_classes=NUM_CLASSES - 1)
-    if not resume:  # start the classifier at the label prior: no epochs spent learning the class frequencies
+        fresh_head = all(torch.equal(a, b) for a, b in zip(built, model.get_classifier().parameters()))
+    if not resume and fresh_head:  # start a new classifier at the label prior: no epochs spent on frequencies
         prior = np.stack(list(train_set.labels.values())).mean(0).clip(1e-3, 1 - 1e-3)
         with torch.no_grad():
             model.get_classifier().bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))))
