@@ -30,13 +30,13 @@ import timm  # noqa: E402
 
 import glmix_viz  # noqa: E402,F401
 from glmix_viz.capture import glmix_blocks  # noqa: E402
-from glmix_viz.images import load_image  # noqa: E402
+from glmix_viz.images import load_image, normalize  # noqa: E402
 from glmix_viz.models import load_checkpoint  # noqa: E402
 from glmix_viz.models.demo import load_demo_model  # noqa: E402
 from wsss.emojivoc import make_emojivoc  # noqa: E402
 from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence  # noqa: E402
 from wsss.metrics import ConfusionAccumulator  # noqa: E402
-from wsss.pipeline import PseudoLabelConfig, _to_tensor, pseudo_label_image  # noqa: E402
+from wsss.pipeline import PseudoLabelConfig, pseudo_label_image  # noqa: E402
 from wsss.refine import (  # noqa: E402
     BackgroundParams,
     CRFParams,
@@ -69,7 +69,7 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
         image = np.asarray(load_image(layout.image(image_id)))
         gt = read_mask(layout.mask(image_id))
         classes = [c + 1 for c in np.flatnonzero(layout.image_labels([image_id])[image_id])]
-        ev = compute_evidence(model, _to_tensor(image, torch.device("cpu")), classes, head,
+        ev = compute_evidence(model, normalize(image), classes, head,
                               EvidenceConfig(slot_blocks=all_blocks))
         by_ordinal = {s.ordinal: s for s in ev.slots}
         scores_of = {}

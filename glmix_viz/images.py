@@ -22,8 +22,14 @@ __all__ = [
     "expand_image_paths",
     "load_image",
     "preprocess",
+    "normalize",
     "denormalize",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
 ]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_MAX_SIDE = 2048
@@ -123,8 +129,8 @@ class Preprocess:
     input_size: int = 224
     mode: str = "crop"
     crop_pct: float = 0.875
-    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if self.mode not in ("crop", "whole"):
@@ -156,10 +162,21 @@ def preprocess(image: Image.Image, config: Preprocess = Preprocess()) -> Tuple[t
     """
     size, box = config.geometry(image.size)
     view = np.asarray(image.resize(size, Image.Resampling.BICUBIC).crop(box), dtype=np.uint8)
-    x = torch.from_numpy(view.astype(np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(config.mean).view(3, 1, 1)
-    std = torch.tensor(config.std).view(3, 1, 1)
-    return (x - mean) / std, view
+    return normalize(view, config.mean, config.std), view
+
+
+def normalize(pixels: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """Pixels to a model input: ``(x / 255 - mean) / std`` for uint8, ``(x - mean) / std`` for floats in [0, 1].
+
+    Shape:
+        ``(H, W, 3) -> (3, H, W)`` float32.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) RGB pixels, got an array of shape {pixels.shape}")
+    x = pixels.astype(np.float32) / 255.0 if pixels.dtype == np.uint8 else pixels.astype(np.float32, copy=False)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
 def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glmix_viz.images import Preprocess, denormalize, expand_image_paths, load_image, preprocess
+from glmix_viz.images import Preprocess, denormalize, expand_image_paths, load_image, normalize, preprocess
 
 
 def test_modes_become_rgb(tmp_path):
@@ -81,3 +81,12 @@ def test_preprocess_whole_keeps_aspect():
     assert x.shape == (3, 224, 352)  # 451 * 224/300 = 336.7 -> multiple of 32
     with pytest.raises(ValueError, match="mode='square'"):
         Preprocess(mode="square")
+
+
+def test_normalize_uint8_and_float_agree_with_hand_computation():
+    pixels = np.array([[[255, 0, 128]]], dtype=np.uint8)
+    expected = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225]
+    np.testing.assert_allclose(normalize(pixels)[:, 0, 0].numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(normalize(pixels.astype(np.float32) / 255).numpy(), normalize(pixels).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        normalize(np.zeros((4, 4), np.uint8))

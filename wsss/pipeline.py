@@ -15,10 +15,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from glmix_viz.fileio import atomic_write
-from glmix_viz.images import load_image
+from glmix_viz.images import load_image, normalize
 
 from .evidence import ClassHead, EvidenceConfig, compute_evidence
 from .refine import (
@@ -36,7 +35,6 @@ __all__ = ["PseudoLabelConfig", "PseudoLabelResult", "pseudo_label_image", "run_
 
 _logger = logging.getLogger(__name__)
 
-MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 @dataclass(frozen=True)
@@ -73,12 +71,6 @@ class PseudoLabelResult:
     classes: Tuple[int, ...]
 
 
-def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)
-    x = (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
-    return x.to(device)
-
-
 def pseudo_label_image(
     model: torch.nn.Module, image: np.ndarray, classes: Sequence[int], head: ClassHead,
     config: PseudoLabelConfig = PseudoLabelConfig(), device: torch.device = torch.device("cpu"),
@@ -98,7 +90,7 @@ def pseudo_label_image(
         return PseudoLabelResult(np.zeros((H, W), np.uint8), np.zeros((0, H, W), np.float32), ())
     evidence_cfg = config.evidence if config.method == "slots" else EvidenceConfig(
         config.evidence.scales, config.evidence.flip, ())
-    ev = compute_evidence(model, _to_tensor(image, device), classes, head, evidence_cfg)
+    ev = compute_evidence(model, normalize(image).to(device), classes, head, evidence_cfg)
     scores = slot_refine(ev.cams, ev.slots, config.slot_mix) if config.method == "slots" else ev.cams
     scores = scores.numpy()
     scores_bg = with_background(scores, config.background)

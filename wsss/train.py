@@ -21,10 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from glmix_viz.fileio import atomic_write
-from glmix_viz.images import load_image
+from glmix_viz.images import load_image, normalize
 from glmix_viz.models import load_checkpoint, read_checkpoint
 
 from .voc import NUM_CLASSES, VOCLayout
@@ -32,8 +31,6 @@ from .voc import NUM_CLASSES, VOCLayout
 __all__ = ["TrainConfig", "VOCClassification", "average_precision", "mean_average_precision", "train", "evaluate"]
 
 _logger = logging.getLogger(__name__)
-
-MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 @dataclass(frozen=True)
@@ -107,9 +104,8 @@ class VOCClassification(torch.utils.data.Dataset):
             x = gray + (x - gray) * rng.uniform(0.6, 1.4)  # saturation
             x = np.clip(x, 0, 1)
         else:
-            x = np.asarray(img.resize((S, S), Image.Resampling.BILINEAR), np.float32) / 255.0
-        x = (x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+            x = np.asarray(img.resize((S, S), Image.Resampling.BILINEAR))
+        return normalize(x)
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         image_id = self.ids[index]
