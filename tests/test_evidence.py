@@ -14,16 +14,29 @@ from wsss.voc import VOC_FOREGROUND
 
 
 def test_slot_refinement_hand_worked():
-    # 2 slots on a 1x4 grid: slot 0 owns pixels 0-1, slot 1 pixels 2-3 (hard clustering and dispatch)
-    clustering = torch.tensor([[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
-    dispatch = torch.tensor([[1.0, 1.0, 0, 0], [0, 0, 1.0, 1.0]])
-    slots = [SlotMaps(1, clustering, dispatch, (1, 4))]
+    # 2 slots on a 1x4 grid: slot 0 owns pixels 0-1, slot 1 pixels 2-3 (logits far apart: hard clustering and
+    # dispatch, clustering [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]], dispatch [[1, 1, 0, 0], [0, 0, 1, 1]])
+    slots = [SlotMaps(1, 60.0 * torch.tensor([[1.0, 1.0, 0, 0], [0, 0, 1.0, 1.0]]), (1, 4))]
+    np.testing.assert_allclose(slots[0].clustering().numpy(), [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]], atol=1e-6)
     cam = torch.tensor([[[1.0, 0.2, 0.0, 0.4]]])  # one class, already on the grid
     out = slot_refine(cam, slots, mix=1.0)
     # slot scores: 0.6 and 0.2 -> pixels [0.6, 0.6, 0.2, 0.2] -> / max -> [1, 1, 1/3, 1/3]
     np.testing.assert_allclose(out[0, 0].numpy(), [1, 1, 1 / 3, 1 / 3], atol=1e-6)
     half = slot_refine(cam, slots, mix=0.5)
     np.testing.assert_allclose(half[0, 0].numpy(), 0.5 * np.array([1, 0.2, 0, 0.4]) + 0.5 * np.array([1, 1, 1 / 3, 1 / 3]), atol=1e-6)
+
+
+def test_slot_sharpness_scales_the_logits():
+    # soft logits: pixel p's clustering weight in slot k is exp(s * l_kp) / sum_q exp(s * l_kq)
+    logits = torch.tensor([[1.0, 0.5, 0.0, -0.5], [-0.5, 0.0, 0.5, 1.0]])
+    cam = torch.tensor([[[1.0, 0.2, 0.0, 0.4]]])
+    sharp = slot_refine(cam, [SlotMaps(1, logits, (1, 4))], sharpness=3.0)
+    np.testing.assert_allclose(sharp.numpy(), slot_refine(cam, [SlotMaps(1, 3.0 * logits, (1, 4))]).numpy(), atol=1e-6)
+    # by hand, sharpness 1
+    e = np.exp(logits.numpy())
+    clustering, dispatch = e / e.sum(1, keepdims=True), e / e.sum(0, keepdims=True)
+    pix = dispatch.T @ (clustering @ cam[0, 0].numpy())
+    np.testing.assert_allclose(slot_refine(cam, [SlotMaps(1, logits, (1, 4))])[0, 0].numpy(), pix / pix.max(), atol=1e-6)
 
 
 def test_background_and_labels():
@@ -45,8 +58,8 @@ def test_compute_evidence_shapes_normalisation_and_slots(tiny_model):
     np.testing.assert_allclose(ev.cams.flatten(1).amax(1).numpy(), [1, 1], atol=1e-5)
     assert ev.cams.min() >= 0
     assert [s.ordinal for s in ev.slots] == [2, 4]
-    assert ev.slots[0].grid == (8, 11) and ev.slots[0].clustering.shape == (64, 88)  # 70x90 at stride 8
-    np.testing.assert_allclose(ev.slots[1].dispatch.sum(0).numpy(), 1, atol=1e-5)
+    assert ev.slots[0].grid == (8, 11) and ev.slots[0].logits.shape == (64, 88)  # 70x90 at stride 8
+    np.testing.assert_allclose(ev.slots[1].dispatch().sum(0).numpy(), 1, atol=1e-5)
     # the CAM of one scale, unflipped, is ReLU(W f) upsampled: check against a direct computation
     one = compute_evidence(model, image, [3], head, EvidenceConfig(scales=(1.0,), flip=False))
     with torch.no_grad():

@@ -164,3 +164,18 @@ def test_fused_cpu_inference_equals_plain_path(name, monkeypatch):
             _fused.set_fused_inference(True)
     assert (fused - plain).abs().max() < 1e-5
     assert (fused - fx["logits"]).abs().max() < TOL
+
+
+def test_slot_scale_argument_sets_every_glmix_block_and_scales_the_logits():
+    torch.manual_seed(0)
+    base = timm.create_model("test_glnet").eval()
+    sharp = timm.create_model("test_glnet", slot_scale=5.0).eval()
+    sharp.load_state_dict({k: v for k, v in base.state_dict().items() if not k.endswith("slot_scale")}, strict=False)
+    scales = [m.slot_scale.item() for m in sharp.modules() if hasattr(m, "slot_scale")]
+    assert scales == [5.0] * 4
+    x = torch.randn(1, 3, 64, 64)
+    with SlotCapture(base, [1]) as a, SlotCapture(sharp, [1]) as b, torch.no_grad():
+        base(x), sharp(x)
+    # block 1 sees the same input in both models: logits = scale * cos(slot, pixel)
+    ratio = 5.0 / base.stages[0].blocks[0].slot_scale.item()
+    torch.testing.assert_close(b[1].logits, a[1].logits * ratio, rtol=1e-4, atol=1e-5)

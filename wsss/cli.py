@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--method", choices=("cam", "slots"), default="slots")
     pl.add_argument("--blocks", default="6,8,10", help="GLMix block ordinals used by --method slots")
     pl.add_argument("--slot-mix", type=float, default=1.0, help="weight of slot-refined maps vs the CAM")
+    pl.add_argument("--slot-sharpness", type=float, default=1.0,
+                    help="factor on the slot logits before clustering and dispatch (>1: harder slots)")
     pl.add_argument("--scales", default="1.0,0.5,1.5,2.0")
     pl.add_argument("--no-flip", action="store_true")
     pl.add_argument("--bg", choices=("constant", "power"), default="constant")

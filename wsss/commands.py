@@ -80,6 +80,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         method=args.method,
         evidence=EvidenceConfig(scales=_floats(args.scales, "--scales"), flip=not args.no_flip, slot_blocks=blocks),
         slot_mix=args.slot_mix,
+        slot_sharpness=args.slot_sharpness,
         background=BackgroundParams(args.bg, args.bg_threshold, args.bg_power),
         crf=CRFParams(iterations=args.crf_iterations) if args.crf else None,
         max_side=args.max_side,

@@ -89,15 +89,21 @@ class SlotMaps:
 
     Attributes:
         ordinal: GLMix block ordinal.
-        clustering: ``(K, N)`` softmax over pixels (how slots pool pixels).
-        dispatch: ``(K, N)`` softmax over slots (each pixel's distribution over slots).
+        logits: ``(K, N)`` slot logits (``slot_scale * cos(slot, pixel)``).
         grid: ``(h, w)`` with ``h * w = N``.
     """
 
     ordinal: int
-    clustering: torch.Tensor
-    dispatch: torch.Tensor
+    logits: torch.Tensor
     grid: Tuple[int, int]
+
+    def clustering(self, sharpness: float = 1.0) -> torch.Tensor:
+        """``(K, N)`` softmax over pixels of ``sharpness * logits``: how the slots pool the pixels."""
+        return torch.softmax(self.logits * sharpness, dim=-1)
+
+    def dispatch(self, sharpness: float = 1.0) -> torch.Tensor:
+        """``(K, N)`` softmax over slots of ``sharpness * logits``: each pixel's distribution over slots."""
+        return torch.softmax(self.logits * sharpness, dim=0)
 
 
 @dataclass(frozen=True)
@@ -154,8 +160,7 @@ def compute_evidence(
                 with SlotCapture(model, list(config.slot_blocks)) as cap:
                     cam = _cam_at(model, xp, weight)
                 for rec in cap.records:
-                    logits = rec.logits[0].float()
-                    slots.append(SlotMaps(rec.ordinal, torch.softmax(logits, -1), torch.softmax(logits, 0), rec.grid))
+                    slots.append(SlotMaps(rec.ordinal, rec.logits[0].float(), rec.grid))
             else:
                 cam = _cam_at(model, xp, weight)
             if p_i == 1:
@@ -165,4 +170,4 @@ def compute_evidence(
         else image.new_zeros(0, H, W)
     per_class = per_class / per_class.flatten(1).amax(1).clamp_min(1e-5).view(-1, 1, 1)
     return Evidence(classes, per_class.float().cpu(), tuple(
-        SlotMaps(s.ordinal, s.clustering.cpu(), s.dispatch.cpu(), s.grid) for s in slots))
+        SlotMaps(s.ordinal, s.logits.cpu(), s.grid) for s in slots))

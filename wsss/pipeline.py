@@ -45,6 +45,8 @@ class PseudoLabelConfig:
         method: ``"cam"`` or ``"slots"`` (slot-refined CAM).
         evidence: CAM scales/flip and slot blocks (used when ``method="slots"``).
         slot_mix: weight of the slot-refined maps against the CAM.
+        slot_sharpness: factor on the slot logits before clustering and dispatch
+            (see :func:`wsss.refine.slot_refine`).
         background: see :class:`BackgroundParams`.
         crf: dense CRF parameters, or ``None`` for no CRF.
         max_side: images are shrunk to this longer side first (then labels upsampled back).
@@ -53,6 +55,7 @@ class PseudoLabelConfig:
     method: str = "slots"
     evidence: EvidenceConfig = field(default_factory=lambda: EvidenceConfig(slot_blocks=(6, 8, 10)))
     slot_mix: float = 1.0
+    slot_sharpness: float = 1.0
     background: BackgroundParams = field(default_factory=BackgroundParams)
     crf: Optional[CRFParams] = field(default_factory=CRFParams)
     max_side: int = 512
@@ -91,7 +94,7 @@ def pseudo_label_image(
     evidence_cfg = config.evidence if config.method == "slots" else EvidenceConfig(
         config.evidence.scales, config.evidence.flip, ())
     ev = compute_evidence(model, normalize(image).to(device), classes, head, evidence_cfg)
-    scores = slot_refine(ev.cams, ev.slots, config.slot_mix) if config.method == "slots" else ev.cams
+    scores = slot_refine(ev.cams, ev.slots, config.slot_mix, config.slot_sharpness) if config.method == "slots" else ev.cams
     scores = scores.numpy()
     scores_bg = with_background(scores, config.background)
     if config.crf is None:

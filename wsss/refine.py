@@ -50,13 +50,20 @@ class CRFParams:
     bilateral_compat: float = 10.0
 
 
-def slot_refine(cams: torch.Tensor, slots: Sequence[SlotMaps], mix: float = 1.0) -> torch.Tensor:
+def slot_refine(cams: torch.Tensor, slots: Sequence[SlotMaps], mix: float = 1.0,
+                sharpness: float = 1.0) -> torch.Tensor:
     """Propagate class maps through the slots of one or more GLMix blocks.
+
+    Each class map is pooled into the slots with the clustering weights and
+    sent back to the pixels with the dispatch weights (as the block does with
+    features), then normalised by its maximum; blocks are averaged.
 
     Args:
         cams: ``(n, H, W)`` class maps in [0, 1].
-        slots: the blocks' clustering and dispatch maps (averaged over blocks).
+        slots: the blocks' slot logits.
         mix: weight of the refined maps against the CAM (1: refined only).
+        sharpness: factor on the slot logits before both softmaxes (1: as the
+            model computes them; larger: harder assignments of pixels to slots).
 
     Returns:
         ``(n, H, W)`` in [0, 1].
@@ -67,8 +74,8 @@ def slot_refine(cams: torch.Tensor, slots: Sequence[SlotMaps], mix: float = 1.0)
     refined = torch.zeros_like(cams)
     for s in slots:
         cam_g = F.adaptive_avg_pool2d(cams[None], s.grid)[0].flatten(1)  # (n, N)
-        slot_scores = s.clustering @ cam_g.T  # (K, n)
-        pix = (s.dispatch.T @ slot_scores).T.reshape(n, *s.grid)  # (n, h, w)
+        slot_scores = s.clustering(sharpness) @ cam_g.T  # (K, n)
+        pix = (s.dispatch(sharpness).T @ slot_scores).T.reshape(n, *s.grid)  # (n, h, w)
         up = F.interpolate(pix[None], size=(H, W), mode="bilinear", align_corners=False)[0]
         refined += up / up.flatten(1).amax(1).clamp_min(1e-5).view(-1, 1, 1)
     refined /= len(slots)

@@ -422,6 +422,7 @@ class GLNetStage(nn.Module):
         cpe_ks: int = 0,
         mlp_dw: bool = False,
         layerscale: float = -1.0,
+        slot_scale: Optional[float] = None,
     ) -> None:
         super().__init__()
         if mixing_mode not in MIXING_MODES:
@@ -435,7 +436,7 @@ class GLNetStage(nn.Module):
         glmix = partial(
             GLMixBlock, embed_dim=dim, num_heads=num_heads, num_slots=num_slots, slot_init=slot_init,
             local_dw_ks=local_dw_ks, use_slot_attention=use_slot_attention, mlp_ratio=mlp_ratio,
-            cpe_ks=cpe_ks, mlp_dw=mlp_dw, layerscale=layerscale,
+            cpe_ks=cpe_ks, mlp_dw=mlp_dw, layerscale=layerscale, slot_scale=slot_scale,
         )
         mha_nchw = partial(
             MHSANCHWBlock, embed_dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, cpe_ks=cpe_ks,
@@ -548,6 +549,9 @@ class GLNet(nn.Module):
         mlp_dw: residual depthwise conv inside the MLP.
         layerscale: layer-scale init value (<= 0: none).
         global_pool: ``"avg"`` or ``""`` (no pooling in ``forward_head``).
+        slot_scale: initial (learnable) scale of the GLMix slot logits; default
+            ``embed_dim ** -0.5`` per block, as the release (which has no such
+            argument at the model level).
     """
 
     def __init__(
@@ -575,6 +579,7 @@ class GLNet(nn.Module):
         mlp_dw: bool = False,
         layerscale: float = -1.0,
         global_pool: str = "avg",
+        slot_scale: Optional[float] = None,
     ) -> None:
         super().__init__()
         if len(depth) != 4 or len(embed_dim) != 4 or len(mixing_modes) != 4 or len(mlp_ratios) != 4:
@@ -621,6 +626,7 @@ class GLNet(nn.Module):
                     cpe_ks=cpe_ks,
                     mlp_dw=mlp_dw,
                     layerscale=layerscale,
+                    slot_scale=slot_scale,
                 )
             )
             self.feature_info.append(dict(num_chs=embed_dim[i], reduction=reduction, module=f"stages.{i}"))
