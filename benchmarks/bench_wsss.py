@@ -48,7 +48,7 @@ from wsss.refine import (  # noqa: E402
 )
 from wsss.voc import VOCLayout, read_mask  # noqa: E402
 
-THRESHOLDS = np.round(np.arange(0.05, 0.61, 0.05), 2)
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
 def _variant_name(blocks, mix: float, sharpness: float) -> str:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from glmix_viz.capture import glmix_blocks
-from glmix_viz.images import load_image
+from glmix_viz.images import load_image, normalize
 from glmix_viz.models.demo import DEMO_WEIGHTS, load_demo_model
 from wsss.emojivoc import make_emojivoc
 from wsss.train import mean_average_precision
@@ -44,14 +44,12 @@ def test_bundled_model_recognises_fresh_emojivoc(demo, fresh):
     model, _ = demo
     ids = fresh.ids("val")
     labels = fresh.image_labels(ids)
-    mean = torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1)
-    std = torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)
     size = torch.load(DEMO_WEIGHTS, weights_only=False).get("config", {}).get("input_size", 192)
     scores = []
     with torch.no_grad():
         for image_id in ids:
             img = load_image(fresh.image(image_id)).resize((size, size))
-            x = (torch.from_numpy(np.asarray(img, np.float32) / 255).permute(2, 0, 1) - mean) / std
+            x = normalize(np.asarray(img))
             scores.append(torch.sigmoid(model(x[None]))[0].numpy())
     m, _ = mean_average_precision(np.stack(scores), np.stack([labels[i] for i in ids]))
     assert m > MIN_MAP, m

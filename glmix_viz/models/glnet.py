@@ -918,9 +918,13 @@ def glnet_demo(pretrained: bool = False, **kwargs) -> GLNet:
     """Reduced-width GLNet-STL layout (10 GLMix blocks, 3.4M params), 20 outputs (VOC classes).
 
     The bundled demo model (``glmix_viz.models.load_demo_model``) is this
-    architecture trained on EmojiVOC with image-level labels at 192 px.
+    architecture trained on EmojiVOC with image-level labels. Its slot logits
+    start at scale 10 (the release's ``embed_dim ** -0.5`` is about 0.18 here):
+    trained briefly from scratch, the release's scale shrinks towards 0 and
+    the slots become uniform averages that group nothing.
     """
-    model_args = {**_STL, "embed_dim": (32, 64, 128, 256), "slot_init": "ada_avgpool", "num_classes": 20}
+    model_args = {**_STL, "embed_dim": (32, 64, 128, 256), "slot_init": "ada_avgpool", "num_classes": 20,
+                  "slot_scale": 10.0}
     return _create_glnet("glnet_demo", pretrained, **{**model_args, **kwargs})
 
 
