@@ -65,9 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", type=Path, required=True)
     pl.add_argument("--labels", type=Path, help="cls_labels.npy (default: VOC_ROOT/voc12/cls_labels.npy, else masks)")
     pl.add_argument("--method", choices=("cam", "slots"), default="slots")
-    pl.add_argument("--blocks", default="6,8,10", help="GLMix block ordinals used by --method slots")
-    pl.add_argument("--slot-mix", type=float, default=1.0, help="weight of slot-refined maps vs the CAM")
-    pl.add_argument("--slot-sharpness", type=float, default=1.0,
+    from .pipeline import PseudoLabelConfig  # the defaults live there
+
+    default = PseudoLabelConfig()
+    pl.add_argument("--blocks", default=",".join(map(str, default.evidence.slot_blocks)),
+                    help="GLMix block ordinals used by --method slots")
+    pl.add_argument("--slot-mix", type=float, default=default.slot_mix, help="weight of slot-refined maps vs the CAM")
+    pl.add_argument("--slot-sharpness", type=float, default=default.slot_sharpness,
                     help="factor on the slot logits before clustering and dispatch (>1: harder slots)")
     pl.add_argument("--scales", default="1.0,0.5,1.5,2.0")
     pl.add_argument("--no-flip", action="store_true")

@@ -94,7 +94,9 @@ def pseudo_label_image(
     evidence_cfg = config.evidence if config.method == "slots" else EvidenceConfig(
         config.evidence.scales, config.evidence.flip, ())
     ev = compute_evidence(model, normalize(image).to(device), classes, head, evidence_cfg)
-    scores = slot_refine(ev.cams, ev.slots, config.slot_mix, config.slot_sharpness) if config.method == "slots" else ev.cams
+    scores = ev.cams
+    if config.method == "slots":
+        scores = slot_refine(ev.cams, ev.slots, config.slot_mix, config.slot_sharpness)
     scores = scores.numpy()
     scores_bg = with_background(scores, config.background)
     if config.crf is None:
