@@ -53,8 +53,8 @@ class PseudoLabelConfig:
     """
 
     method: str = "slots"
-    evidence: EvidenceConfig = field(default_factory=lambda: EvidenceConfig(slot_blocks=(6, 8, 10)))
-    slot_mix: float = 1.0
+    evidence: EvidenceConfig = field(default_factory=lambda: EvidenceConfig(slot_blocks=(2, 5, 10)))
+    slot_mix: float = 0.5
     slot_sharpness: float = 1.0
     background: BackgroundParams = field(default_factory=BackgroundParams)
     crf: Optional[CRFParams] = field(default_factory=CRFParams)
