@@ -55,6 +55,14 @@ def _variant_name(blocks, mix: float, sharpness: float) -> str:
     return f"slots {','.join(map(str, blocks))} mix {mix:g} sharp {sharpness:g}"
 
 
+def _variant_scores(ev, spec) -> np.ndarray:
+    """The CAM (``spec`` None) or its refinement through the slots of ``spec = (blocks, mix, sharpness)``."""
+    if spec is None:
+        return ev.cams.numpy()
+    by_ordinal = {s.ordinal: s for s in ev.slots}
+    return slot_refine(ev.cams, [by_ordinal[b] for b in spec[0]], spec[1], spec[2]).numpy()
+
+
 def quality(model, layout: VOCLayout, ids, args) -> None:
     head = ClassHead.from_model(model)
     n_blocks = len(glmix_blocks(model))
@@ -70,31 +78,27 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
     default_key = _variant_name(default.evidence.slot_blocks, default.slot_mix, default.slot_sharpness)
     variants.setdefault(default_key, (default.evidence.slot_blocks, default.slot_mix, default.slot_sharpness))
     accs.setdefault(default_key, [ConfusionAccumulator() for _ in THRESHOLDS])
-    kept = []  # (image, gt, classes, {variant: scores}) for the CRF rows, once the best variant is known
+    kept = []  # (image, gt, classes, evidence): the CRF rows need the best variant, known only at the end
+    labels = layout.image_labels(ids)
     t0 = time.perf_counter()
     for image_id in ids:
         image = np.asarray(load_image(layout.image(image_id)))
         gt = read_mask(layout.mask(image_id))
-        classes = [c + 1 for c in np.flatnonzero(layout.image_labels([image_id])[image_id])]
+        classes = [c + 1 for c in np.flatnonzero(labels[image_id])]
         ev = compute_evidence(model, normalize(image), classes, head,
                               EvidenceConfig(slot_blocks=all_blocks))
-        by_ordinal = {s.ordinal: s for s in ev.slots}
-        scores_of = {}
         for name, spec in variants.items():
-            scores = ev.cams if spec is None else slot_refine(ev.cams, [by_ordinal[b] for b in spec[0]],
-                                                              spec[1], spec[2])
-            scores_of[name] = scores.numpy()
+            scores = _variant_scores(ev, spec)
             for t, acc in zip(THRESHOLDS, accs[name]):
-                acc.add(labels_from_scores(with_background(scores_of[name], BackgroundParams(threshold=float(t))),
-                                           classes), gt)
-        kept.append((image, gt, classes, scores_of))
+                acc.add(labels_from_scores(with_background(scores, BackgroundParams(threshold=float(t))), classes), gt)
+        kept.append((image, gt, classes, ev))
     i15 = int(np.argmin(np.abs(THRESHOLDS - 0.15)))
     best_key = max((n for n in variants if n != "cam"), key=lambda n: accs[n][i15].summary()["miou"])
     crf_accs = {"cam + crf": ConfusionAccumulator(), "slots + crf (default)": ConfusionAccumulator(),
                 f"{best_key} + crf": ConfusionAccumulator()}
-    for image, gt, classes, scores_of in kept:
+    for image, gt, classes, ev in kept:
         for key, name in zip(crf_accs, ("cam", default_key, best_key)):
-            sbg = with_background(scores_of[name], default.background)
+            sbg = with_background(_variant_scores(ev, variants[name]), default.background)
             crf_accs[key].add(np.array([0, *classes], np.uint8)[dense_crf(image, to_probabilities(sbg))], gt)
     dt = time.perf_counter() - t0
     print(f"\n1. pseudo-mask quality on {len(ids)} EmojiVOC train images (seed {args.seed}), {dt:.0f} s")

@@ -7,6 +7,7 @@ import torch
 
 from glmix_viz.capture import glmix_blocks
 from glmix_viz.images import load_image, normalize
+from glmix_viz.models import read_checkpoint
 from glmix_viz.models.demo import DEMO_WEIGHTS, load_demo_model
 from wsss.emojivoc import make_emojivoc
 from wsss.evidence import ClassHead
@@ -47,7 +48,7 @@ def test_bundled_model_recognises_fresh_emojivoc(demo, fresh):
     model, _ = demo
     ids = fresh.ids("val")
     labels = fresh.image_labels(ids)
-    size = torch.load(DEMO_WEIGHTS, weights_only=False).get("config", {}).get("input_size", 192)
+    size = read_checkpoint(DEMO_WEIGHTS).get("config", {}).get("input_size", 192)
     scores = []
     with torch.no_grad():
         for image_id in ids:
@@ -56,7 +57,6 @@ def test_bundled_model_recognises_fresh_emojivoc(demo, fresh):
             scores.append(torch.sigmoid(model(x[None]))[0].numpy())
     m, _ = mean_average_precision(np.stack(scores), np.stack([labels[i] for i in ids]))
     assert m > MIN_MAP, m
-
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ import torch
 from glmix_viz.models import read_checkpoint
 from wsss import cli
 from wsss.emojivoc import make_emojivoc
-from wsss.voc import VOCLayout
 from wsss.train import TrainConfig, average_precision, mean_average_precision, train
+from wsss.voc import VOCLayout
 
 
 @pytest.fixture(scope="module")
