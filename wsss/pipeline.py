@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -91,8 +91,7 @@ def pseudo_label_image(
     H, W = image.shape[:2]
     if not classes:
         return PseudoLabelResult(np.zeros((H, W), np.uint8), np.zeros((0, H, W), np.float32), ())
-    evidence_cfg = config.evidence if config.method == "slots" else EvidenceConfig(
-        config.evidence.scales, config.evidence.flip, ())
+    evidence_cfg = config.evidence if config.method == "slots" else replace(config.evidence, slot_blocks=())
     ev = compute_evidence(model, normalize(image).to(device), classes, head, evidence_cfg)
     scores = ev.cams
     if config.method == "slots":
