@@ -166,6 +166,29 @@ def test_fused_cpu_inference_equals_plain_path(name, monkeypatch):
     assert (fused - fx["logits"]).abs().max() < TOL
 
 
+@pytest.mark.parametrize("mlp_dw", [False, True])
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 40])  # one image per group / the whole batch at once
+def test_fused_mlp_in_image_groups_equals_plain_mlp(mlp_dw, chunk_bytes, monkeypatch):
+    from glmix_viz.models import _fused
+    from glmix_viz.models.glnet import _conv_mlp
+
+    mlp = _conv_mlp(8, 4.0, mlp_dw).eval()
+    x = torch.randn(3, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    y = torch.randn(3, 8, 5, 7)
+    gamma = torch.rand(1, 8, 1, 1)
+    monkeypatch.setattr(_fused, "CHUNK_BYTES", chunk_bytes)
+    assert _fused.images_per_chunk(y, 32) == (1 if chunk_bytes == 1 else 3)
+    with torch.no_grad():
+        expected = x + gamma * mlp(y)
+        x0, y0 = x.clone(), y.clone()
+        copy = _fused.conv_mlp_residual(x, y, mlp, gamma)
+        assert torch.equal(x, x0) and torch.equal(y, y0)  # inputs untouched without inplace
+        same = _fused.conv_mlp_residual(x, y, mlp, gamma, inplace=True)
+    assert same is x and torch.equal(y, y0)
+    assert (copy - expected).abs().max() < 1e-5
+    assert torch.equal(same, copy)
+
+
 def test_slot_scale_argument_sets_every_glmix_block_and_scales_the_logits():
     torch.manual_seed(0)
     base = timm.create_model("test_glnet").eval()

@@ -152,7 +152,7 @@ def _conv_mlp_residual(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x + drop_path(ls2(mlp(norm2(x))))``, fused on CPU inference (see ``_fused``)."""
     if not block.training and _fused.can_fuse(x):
         gamma = block.ls2.gamma if isinstance(block.ls2, LayerScale) else None
-        out = _fused.conv_mlp_residual(x, block.norm2(x), block.mlp, gamma)
+        out = _fused.conv_mlp_residual(x, block.norm2(x), block.mlp, gamma, inplace=True)
         if out is not None:
             return out
     return x + block.drop_path(block.ls2(block.mlp(block.norm2(x))))
