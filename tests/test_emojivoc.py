@@ -42,6 +42,19 @@ def test_same_seed_same_bytes(small, tmp_path):
     assert digest(other) != digest(small)
 
 
+def test_parallel_workers_write_the_same_bytes(small, tmp_path):
+    parallel = make_emojivoc(tmp_path / "p", train=6, val=3, seed=7, workers=2, progress=False)
+    assert digest(parallel) == digest(small)
+
+
+def test_more_training_images_keep_the_first_ones(small, tmp_path):
+    bigger = make_emojivoc(tmp_path / "big", train=8, val=1, seed=7, progress=False)
+    jpegs = "VOCdevkit/VOC2012/JPEGImages"
+    first = {k: v for k, v in digest(small).items() if k.startswith(jpegs)}
+    assert {k: digest(bigger)[k] for k in first} == first
+    assert (bigger / "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt").read_text() == "2026_000008\n"
+
+
 def test_voc_layout_lists_images_masks_and_labels(small):
     layout = VOCLayout(small)
     train, val = layout.ids("train"), layout.ids("val")

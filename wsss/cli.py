@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--train", type=int, default=1000, help="training images")
     g.add_argument("--val", type=int, default=200, help="validation images")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (same bytes)")
 
     t = sub.add_parser("train", help="image-level multi-label training of a GLNet on a VOC-format dataset",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -112,7 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "make-emojivoc":
             from .emojivoc import make_emojivoc
 
-            make_emojivoc(args.out, train=args.train, val=args.val, seed=args.seed, progress=progress)
+            make_emojivoc(args.out, train=args.train, val=args.val, seed=args.seed, workers=args.workers,
+                          progress=progress)
         elif args.command == "train":
             from .train import TrainConfig, train
 
