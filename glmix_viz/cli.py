@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -105,10 +106,24 @@ def _device(name: str) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights came from.
+
+    Attributes:
+        description: one line for the log.
+        fallback: no weights were found for the requested model; the bundled
+            demo model stands in.
+    """
+
+    description: str
+    fallback: bool = False
+
+
 def build_model(
     model_name: str, checkpoint: Optional[Path], *, trust: bool = False, seed: int = 0
-) -> Tuple[torch.nn.Module, str]:
-    """The model and a one-line description of where its weights came from."""
+) -> Tuple[torch.nn.Module, ModelSource]:
+    """The model and where its weights came from."""
     import timm
 
     if model_name not in timm.list_models("*glnet*"):
@@ -116,14 +131,14 @@ def build_model(
     if checkpoint is not None:
         model = timm.create_model(model_name)
         load_checkpoint(model, checkpoint, name=model_name, weights_only=not trust)
-        return model, f"{model_name} from {checkpoint}"
+        return model, ModelSource(f"{model_name} from {checkpoint}")
     hub_file = default_checkpoint_path(model_name)
     if hub_file.is_file():
         model = timm.create_model(model_name)
         load_checkpoint(model, hub_file, name=model_name, weights_only=not trust)
-        return model, f"{model_name} from {hub_file}"
+        return model, ModelSource(f"{model_name} from {hub_file}")
     model, what = load_demo_model(seed=seed)
-    return model, f"no weights for {model_name} at {hub_file}: using {what}"
+    return model, ModelSource(f"no weights for {model_name} at {hub_file}: using {what}", fallback=True)
 
 
 def select_blocks(model: torch.nn.Module, blocks: Optional[Sequence[str]], figure: str = "fig4"):
@@ -319,8 +334,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         paths, unmatched = expand_image_paths(images)
         for item in unmatched:
             _logger.error("no image matches %s", item)
-        model, origin = build_model(args.model, args.checkpoint, trust=args.trust_checkpoint, seed=args.seed)
-        (_logger.warning if origin.startswith("no weights") else _logger.info)(origin)  # fallbacks always show
+        model, source = build_model(args.model, args.checkpoint, trust=args.trust_checkpoint, seed=args.seed)
+        (_logger.warning if source.fallback else _logger.info)(source.description)  # fallbacks always show
         blocks = [b for spec in (args.block or []) for b in spec.split(",") if b]
         select_blocks(model, blocks, args.figure)  # validate before any work
     except (ValueError, FileNotFoundError) as err:

@@ -108,6 +108,18 @@ def test_other_class_count_keeps_fresh_head(tmp_path):
     assert torch.equal(model.stages[0].blocks[0].mlp[0].weight, fx["state_dict"]["stages.0.blocks.0.mlp.0.weight"])
 
 
+def test_checkpoint_num_classes_reads_the_stored_head(tmp_path):
+    from glmix_viz.models import checkpoint_num_classes, read_checkpoint
+
+    fx = load_fixture("tiny_stl")
+    model = timm.create_model("test_glnet", num_classes=3)
+    stored = fx["state_dict"]["head.weight"].shape[0]
+    path = official_file(tmp_path / "t.pth", fx["state_dict"])
+    assert checkpoint_num_classes(read_checkpoint(path), model) == stored != 3
+    headless = {k: v for k, v in fx["state_dict"].items() if not k.startswith("head.")}
+    assert checkpoint_num_classes(headless, model) is None
+
+
 def test_untrusted_objects_are_skipped_not_run(tmp_path):
     import os
 

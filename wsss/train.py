@@ -24,7 +24,7 @@ from PIL import Image
 
 from glmix_viz.fileio import atomic_write
 from glmix_viz.images import load_image, normalize
-from glmix_viz.models import load_checkpoint, read_checkpoint
+from glmix_viz.models import checkpoint_num_classes, load_checkpoint, read_checkpoint
 
 from .voc import NUM_CLASSES, VOCLayout
 
@@ -203,9 +203,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     model = timm.create_model(config.model, num_classes=NUM_CLASSES - 1, drop_path_rate=config.drop_path)
     fresh_head = True
     if config.init_checkpoint:
-        built = [p.detach().clone() for p in model.get_classifier().parameters()]
-        load_checkpoint(model, config.init_checkpoint, name=config.model, num_classes=NUM_CLASSES - 1)
-        fresh_head = all(torch.equal(a, b) for a, b in zip(built, model.get_classifier().parameters()))
+        init = read_checkpoint(config.init_checkpoint)
+        fresh_head = checkpoint_num_classes(init, model, config.model) != NUM_CLASSES - 1
+        load_checkpoint(model, config.init_checkpoint, name=config.model, num_classes=NUM_CLASSES - 1,
+                        checkpoint=init)
     if not resume and fresh_head:  # start a new classifier at the label prior: no epochs spent on frequencies
         prior = np.stack(list(train_set.labels.values())).mean(0).clip(1e-3, 1 - 1e-3)
         with torch.no_grad():

@@ -24,6 +24,7 @@ __all__ = [
     "read_checkpoint",
     "unwrap_state_dict",
     "load_checkpoint",
+    "checkpoint_num_classes",
     "best_matching_model",
 ]
 
@@ -205,6 +206,19 @@ def _classifier_keys(model: nn.Module) -> Tuple[str, ...]:
     return tuple(f"{h}.{p}" for h in heads for p in ("weight", "bias"))
 
 
+def checkpoint_num_classes(checkpoint: Mapping, model: nn.Module, name: Optional[str] = None) -> Optional[int]:
+    """Outputs of ``model``'s classifier as stored in ``checkpoint`` (``None``: the file has no such head).
+
+    Args:
+        checkpoint: a file's contents (:func:`read_checkpoint`) or a bare state dict.
+        model: the GLNet it is meant for (names the classifier's keys).
+        name: model name, for the release's key inside the file (see :func:`unwrap_state_dict`).
+    """
+    state_dict = unwrap_state_dict(checkpoint, model_name=name)
+    keys = [k for k in _classifier_keys(model) if k in state_dict]
+    return int(state_dict[keys[0]].shape[0]) if keys else None
+
+
 def load_checkpoint(
     model: nn.Module,
     path: Optional[PathLike] = None,
@@ -246,12 +260,10 @@ def load_checkpoint(
     state_dict = unwrap_state_dict(checkpoint, model_name=name)
 
     own = model.state_dict()
-    head_keys = [k for k in _classifier_keys(model) if k in own and k in state_dict]
-    if num_classes is not None and head_keys and state_dict[head_keys[0]].shape[0] != num_classes:
-        _logger.info(
-            "%s: checkpoint has %d classes, model %d: classifier left untrained",
-            path, state_dict[head_keys[0]].shape[0], num_classes,
-        )
+    stored = checkpoint_num_classes(state_dict, model)
+    if num_classes is not None and stored is not None and stored != num_classes:
+        _logger.info("%s: checkpoint has %d classes, model %d: classifier left untrained", path, stored, num_classes)
+        head_keys = [k for k in _classifier_keys(model) if k in own]
         state_dict = {k: v for k, v in state_dict.items() if k not in head_keys}
         state_dict.update({k: own[k] for k in head_keys})
 
