@@ -32,6 +32,7 @@ _HAS_OPS = (
     torch.backends.mkldnn.is_available()
     and _ops is not None
     and hasattr(_ops, "_convolution_pointwise")
+    and hasattr(_ops, "_convolution_pointwise_")
     and hasattr(_ops, "_linear_pointwise")
 )
 _enabled = _HAS_OPS and os.environ.get("GLMIX_FUSED", "1") != "0"
