@@ -82,3 +82,30 @@ def test_classifier_starts_at_label_prior_unless_a_trained_head_is_loaded(voc, t
     train(config(voc, again, epochs=1, lr=0.0, init_checkpoint=str(tmp_path / "init.pth")), progress=False)
     kept = read_checkpoint(again / "checkpoint-last.pth")["model"]["head.bias"].numpy()
     np.testing.assert_allclose(kept, np.log(prior / (1 - prior)) + 1.0, rtol=1e-5)
+
+
+def test_ema_weights_are_evaluated_kept_as_best_and_resumed(voc, tmp_path):
+    """decay 1 keeps the average at the start through training and a resume; decay ~0 follows the model."""
+    start = tmp_path / "start"
+    train(config(voc, start, epochs=1), progress=False)
+    init = {k: v for k, v in read_checkpoint(start / "checkpoint-last.pth")["model"].items()
+            if v.is_floating_point()}  # integer buffers (BatchNorm's counters) are copied, not averaged
+
+    frozen = tmp_path / "frozen"
+    train(config(voc, frozen, epochs=1, init_checkpoint=str(start / "checkpoint-last.pth"), ema_decay=1.0),
+          progress=False)
+    train(config(voc, frozen, epochs=2, init_checkpoint=str(start / "checkpoint-last.pth"), ema_decay=1.0),
+          resume=True, progress=False)
+    last = read_checkpoint(frozen / "checkpoint-last.pth")
+    assert last["epoch"] == 1
+    assert all(torch.equal(last["model_ema"][k], v) for k, v in init.items())
+    best = read_checkpoint(frozen / "checkpoint-best.pth")["model"]
+    assert all(torch.equal(best[k], v) for k, v in init.items())
+    assert not all(torch.equal(last["model"][k], v) for k, v in init.items())  # the raw weights did train
+    log = [json.loads(line) for line in (frozen / "log.jsonl").read_text().splitlines()]
+    assert log[0]["val_map"] == log[1]["val_map"] and "val_map_raw" in log[0]
+
+    follow = tmp_path / "follow"
+    train(config(voc, follow, epochs=1, ema_decay=1e-12), progress=False)
+    last = read_checkpoint(follow / "checkpoint-last.pth")
+    assert all(torch.allclose(last["model_ema"][k].float(), v.float(), atol=1e-6) for k, v in last["model"].items())

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
+    t.add_argument("--ema-decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights (e.g. 0.999; 0: off); "
+                        "it is what is evaluated and saved as best")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pth")
 
     pl = sub.add_parser("pseudo-labels", help="pseudo-masks of a split from image-level labels (palette PNGs)",
@@ -127,7 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 clip_grad=args.clip_grad, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                 drop_path=args.drop_path, min_scale=args.min_scale,
                 workers=args.workers, threads=args.threads, seed=args.seed, device=args.device,
-                amp=not args.no_amp, max_steps=args.max_steps,
+                amp=not args.no_amp, max_steps=args.max_steps, ema_decay=args.ema_decay,
             )
             metrics = train(config, resume=args.resume, progress=progress)
             logging.getLogger("wsss").info("done: %s", metrics)

@@ -59,6 +59,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     max_steps: int = 0  # stop after this many optimiser steps in total (0: no limit), for smoke tests
+    ema_decay: float = 0.0  # exponential moving average of the weights (0: off), evaluated and saved as best
 
 
 class VOCClassification(torch.utils.data.Dataset):
@@ -168,9 +169,11 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Dict[str, float]:
     """Train (or resume) a multi-label classifier; returns the last epoch's metrics.
 
-    Writes ``checkpoint-last.pth``, ``checkpoint-best.pth`` (best val mAP),
-    ``checkpoint-<epoch>.pth`` (model weights only, float16) and ``log.jsonl``
-    under ``config.out``.
+    Writes ``checkpoint-last.pth`` (``model``, with ``model_ema`` when
+    ``config.ema_decay > 0``, optimizer, epoch), ``checkpoint-best.pth`` (best
+    val mAP), ``checkpoint-<epoch>.pth`` (weights only, float16) and
+    ``log.jsonl`` under ``config.out``. With EMA, the averaged weights are the
+    ones evaluated and written to the best and per-epoch files.
     """
     import timm
     from tqdm import tqdm
@@ -221,6 +224,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
+    ema = None
+    if config.ema_decay > 0:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=config.ema_decay)
     start_epoch, best = 0, -1.0
     last = out / "checkpoint-last.pth"
     if resume:
@@ -228,6 +236,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             raise FileNotFoundError(f"--resume: no {last} to resume from")
         ckpt = read_checkpoint(last)
         model.load_state_dict(ckpt["model"])
+        if ema is not None:
+            ema.module.load_state_dict(ckpt.get("model_ema", ckpt["model"]))
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
@@ -261,6 +271,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             scaler.step(optimizer)
             scaler.update()
             step += 1
+            if ema is not None:
+                ema.update(model)  # constant decay, starting from the initial weights
             seen += x.shape[0]
             loss_sum += loss.item() * x.shape[0]
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
@@ -269,19 +281,25 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                              steps_per_epoch, steps_per_epoch, loss.item(), seen / (time.perf_counter() - t0))
             if config.max_steps and step >= config.max_steps:
                 break
-        val_map, aps = evaluate(model, val_loader, device)
+        scored = model if ema is None else ema.module  # the weights that are evaluated and kept as best
+        val_map, aps = evaluate(scored, val_loader, device)
         metrics = {"epoch": epoch, "train_loss": loss_sum / max(1, seen), "val_map": val_map,
                    "images_per_s": seen / (time.perf_counter() - t0), "lr": optimizer.param_groups[0]["lr"]}
+        if ema is not None:
+            metrics["val_map_raw"] = evaluate(model, val_loader, device)[0]
         best = max(best, val_map)
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "epoch": epoch, "best_map": best, "val_map": val_map, "config": asdict(config),
         }
+        if ema is not None:
+            state["model_ema"] = ema.module.state_dict()
         _atomic_save(state, last)
+        weights = scored.state_dict()
         if val_map >= best:
-            _atomic_save({"model": model.state_dict(), "epoch": epoch, "val_map": val_map, "config": asdict(config)},
+            _atomic_save({"model": weights, "epoch": epoch, "val_map": val_map, "config": asdict(config)},
                          out / "checkpoint-best.pth")
-        _atomic_save({"model": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
+        _atomic_save({"model": {k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
                       "epoch": epoch, "val_map": val_map}, out / f"checkpoint-{epoch + 1:03d}.pth")
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
