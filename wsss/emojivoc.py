@@ -180,9 +180,9 @@ def render_scene(index: int, seed: int, cfg: EmojiVOCConfig = EmojiVOCConfig()) 
     return canvas.convert("RGB"), mask
 
 
-def _write_scene(job) -> Tuple[int, np.ndarray]:
-    """Render scene ``i`` and write its JPEG and mask; returns ``(label key, labels (20,))``."""
-    i, image_id, seed, config, voc = job
+def _write_scene(job: Tuple[int, str], *, seed: int, config: EmojiVOCConfig, voc: Path) -> Tuple[int, np.ndarray]:
+    """Render scene ``job = (i, image id)`` and write its JPEG and mask; returns ``(label key, labels (20,))``."""
+    i, image_id = job
     image, mask = render_scene(i, seed, config)
     atomic_write(voc / "JPEGImages" / f"{image_id}.jpg",
                   lambda p: image.save(p, format="JPEG", quality=config.jpeg_quality))
@@ -223,13 +223,13 @@ def make_emojivoc(
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     ids = [f"{ID_YEAR}_{i:06d}" for i in range(train + val)]
-    jobs = [(i, image_id, seed, config, voc) for i, image_id in enumerate(ids)]
+    write = partial(_write_scene, seed=seed, config=config, voc=voc)
     bar = partial(tqdm, total=len(ids), desc="EmojiVOC", unit="img", disable=not progress)
     if workers == 1:
-        labels = dict(bar(map(_write_scene, jobs)))
+        labels = dict(bar(map(write, enumerate(ids))))
     else:
         with multiprocessing.Pool(workers) as pool:
-            labels = dict(bar(pool.imap(_write_scene, jobs, chunksize=8)))
+            labels = dict(bar(pool.imap(write, enumerate(ids), chunksize=8)))
     lists = {"train": ids[:train], "val": ids[train:], "trainval": ids}
     for split, split_ids in lists.items():
         atomic_write(voc / "ImageSets" / "Segmentation" / f"{split}.txt",

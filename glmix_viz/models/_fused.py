@@ -76,6 +76,11 @@ def _conv_add(x, other, w, b, padding, groups):
     return _ops._convolution_pointwise(x, other, w, b, padding, _S1, _S1, groups, "add", 1.0, None, [], None)
 
 
+def _conv_add_(other, x, w, b, padding, groups):
+    """``other += conv(x)`` in one pass, in place (``other`` has the output's shape and layout)."""
+    return _ops._convolution_pointwise_(other, x, w, b, padding, _S1, _S1, groups, "add", 1.0, None, [], None)
+
+
 def conv_add(
     x: torch.Tensor, other: torch.Tensor, conv: nn.Conv2d, gamma: Optional[torch.Tensor] = None
 ) -> Optional[torch.Tensor]:
@@ -132,7 +137,7 @@ def conv_mlp_residual(
                 h = F.gelu(_conv_add(h, h, dw.weight, dw.bias, list(dw.padding), dw.groups))
             else:
                 h = _conv(ys, fc1.weight, fc1.bias, _P0, 1, unary="gelu")
-            _ops._convolution_pointwise_(out[s:s + step], h, w2, b2, _P0, _S1, _S1, 1, "add", 1.0, None, [], None)
+            _conv_add_(out[s:s + step], h, w2, b2, _P0, 1)
             written = True
         return out
     except RuntimeError as err:  # an op missing or refusing this input: never fail the forward
