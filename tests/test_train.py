@@ -109,3 +109,19 @@ def test_ema_weights_are_evaluated_kept_as_best_and_resumed(voc, tmp_path):
     train(config(voc, follow, epochs=1, ema_decay=1e-12), progress=False)
     last = read_checkpoint(follow / "checkpoint-last.pth")
     assert all(torch.allclose(last["model_ema"][k].float(), v.float(), atol=1e-6) for k, v in last["model"].items())
+
+
+def test_mosaic_training_is_reproducible_and_checks_the_input_size(voc, tmp_path, capsys):
+    """--mosaic: the same seed gives the same weights (mosaics depend on seed and step); a bad size is an error."""
+    runs = []
+    for name in ("a", "b"):
+        train(config(voc, tmp_path / name, epochs=1, mosaic=1.0), progress=False)
+        runs.append(read_checkpoint(tmp_path / name / "checkpoint-last.pth")["model"])
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    plain = tmp_path / "plain"
+    train(config(voc, plain, epochs=1), progress=False)
+    assert not torch.equal(read_checkpoint(plain / "checkpoint-last.pth")["model"]["head.weight"],
+                           runs[0]["head.weight"])  # the mosaics changed what was learned
+    code = cli.main(["train", "--voc-root", str(voc), "--out", str(tmp_path / "bad"), "--model", "test_glnet",
+                     "--input-size", "80", "--batch-size", "8", "--workers", "0", "--mosaic", "0.5"])
+    assert code == 2 and "multiple of the model's stride 32" in capsys.readouterr().err

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--ema-decay", type=float, default=0.0,
                    help="keep an exponential moving average of the weights (e.g. 0.999; 0: off); "
                         "it is what is evaluated and saved as best")
+    t.add_argument("--mosaic", type=float, default=0.0,
+                   help="fraction of training images replaced by mosaics of up to 3x3 training images, each tile "
+                        "classified on its own: sharper CAMs (needs --input-size a multiple of 32; 0: off)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pth")
 
     pl = sub.add_parser("pseudo-labels", help="pseudo-masks of a split from image-level labels (palette PNGs)",
@@ -130,7 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 clip_grad=args.clip_grad, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                 drop_path=args.drop_path, min_scale=args.min_scale,
                 workers=args.workers, threads=args.threads, seed=args.seed, device=args.device,
-                amp=not args.no_amp, max_steps=args.max_steps, ema_decay=args.ema_decay,
+                amp=not args.no_amp, max_steps=args.max_steps, ema_decay=args.ema_decay, mosaic=args.mosaic,
             )
             metrics = train(config, resume=args.resume, progress=progress)
             logging.getLogger("wsss").info("done: %s", metrics)
