@@ -58,7 +58,7 @@ class PseudoLabelConfig:
     evidence: EvidenceConfig = field(default_factory=lambda: EvidenceConfig(slot_blocks=(2, 5, 10)))
     slot_mix: float = 0.5
     slot_sharpness: float = 16.0
-    background: BackgroundParams = field(default_factory=lambda: BackgroundParams(threshold=0.4))
+    background: BackgroundParams = field(default_factory=BackgroundParams)
     crf: Optional[CRFParams] = field(default_factory=CRFParams)
     max_side: int = 512
 
