@@ -84,11 +84,11 @@ def make_mosaics(x: torch.Tensor, y: torch.Tensor, *, fraction: float, stride: i
     for i in range(B):
         rows = cols = 1
         if rng.random() < fraction:
-            while rows * cols == 1:
-                rows, cols = (int(rng.integers(1, min(max_grid, gh) + 1)), int(rng.integers(1, min(max_grid, gw) + 1)))
-                if gh * gw == 1:
+            while True:  # a grid other than 1 x 1, uniformly (unless the output grid is a single cell)
+                rows, cols = int(rng.integers(1, min(max_grid, gh) + 1)), int(rng.integers(1, min(max_grid, gw) + 1))
+                if rows * cols > 1 or gh * gw == 1:
                     break
-        if rows * cols == 1:
+        if rows * cols == 1:  # a plain image: one tile
             index[i] = len(labels)
             labels.append(y[i])
             continue
@@ -123,9 +123,9 @@ def tile_logits(model: nn.Module, features: torch.Tensor, tiling: Tiling) -> tor
     B, C, h, w = features.shape
     if tiling.index.shape != (B, h, w):
         raise ValueError(f"tiling grid {tuple(tiling.index.shape)} does not match the features' {(B, h, w)}")
-    cells = model.head_drop(features.permute(0, 2, 3, 1).reshape(-1, C))
     T = tiling.labels.shape[0]
     idx = tiling.index.reshape(-1)
-    sums = cells.new_zeros(T, C).index_add_(0, idx, cells)
-    counts = torch.bincount(idx, minlength=T).clamp_min(1).to(cells.dtype)
-    return head(sums / counts[:, None])  # linear: mean of per-position logits == head of the mean feature
+    sums = features.new_zeros(T, C).index_add_(0, idx, features.permute(0, 2, 3, 1).reshape(-1, C))
+    counts = torch.bincount(idx, minlength=T).clamp_min(1).to(features.dtype)
+    # the model's own head on each tile's mean feature (linear: == the mean of per-position logits)
+    return model.forward_head((sums / counts[:, None]).view(T, C, 1, 1))

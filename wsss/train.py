@@ -268,17 +268,15 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         for x, y in bar:
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, total, warmup, config.lr)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             tiling = None
             if config.mosaic > 0:  # the step's mosaics depend on (seed, step) only, also after a resume
                 x, tiling = make_mosaics(x, y, fraction=config.mosaic, stride=stride,
                                          rng=np.random.default_rng([config.seed, step]))
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                y = tiling.labels  # one target row per tile
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                if tiling is None:
-                    loss = F.binary_cross_entropy_with_logits(model(x).float(), y)
-                else:
-                    logits = tile_logits(model, model.forward_features(x), tiling)
-                    loss = F.binary_cross_entropy_with_logits(logits.float(), tiling.labels.to(device))
+                logits = model(x) if tiling is None else tile_logits(model, model.forward_features(x), tiling)
+                loss = F.binary_cross_entropy_with_logits(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.clip_grad > 0:
