@@ -13,6 +13,7 @@ from wsss.emojivoc import make_emojivoc
 from wsss.evidence import ClassHead
 from wsss.metrics import ConfusionAccumulator
 from wsss.pipeline import PseudoLabelConfig, pseudo_label_image
+from wsss.refine import BackgroundParams
 from wsss.train import mean_average_precision
 from wsss.voc import VOCLayout, read_mask
 
@@ -61,9 +62,10 @@ def test_bundled_model_recognises_fresh_emojivoc(demo, fresh):
 
 @pytest.mark.slow
 def test_slot_and_crf_pseudo_masks_beat_cam_only(demo, tmp_path):
-    """The default pseudo-masks (slot-refined CAM + dense CRF) beat CAM-only ones by 5+ mIoU on images never seen.
+    """The default pseudo-masks (slot-refined CAM + dense CRF) beat CAM-only ones by 10+ mIoU on images never seen.
 
-    Measured: CAM 44.3, default 52.7 (defaults chosen on another seed, 31337).
+    CAM-only at its own best background (0.4). Measured: CAM 44.3, default 64.7
+    (defaults chosen on other seeds, 31337 and 4242).
     """
     model, _ = demo
     layout = VOCLayout(make_emojivoc(tmp_path / "ev", train=8, val=1, seed=2024, progress=False))
@@ -75,6 +77,7 @@ def test_slot_and_crf_pseudo_masks_beat_cam_only(demo, tmp_path):
         image = np.asarray(load_image(layout.image(image_id)))
         classes = [c + 1 for c in np.flatnonzero(labels[image_id])]
         gt = read_mask(layout.mask(image_id))
-        cam_only.add(pseudo_label_image(model, image, classes, head, PseudoLabelConfig(method="cam", crf=None)).mask, gt)
+        cam_cfg = PseudoLabelConfig(method="cam", crf=None, background=BackgroundParams(threshold=0.4))
+        cam_only.add(pseudo_label_image(model, image, classes, head, cam_cfg).mask, gt)
         default.add(pseudo_label_image(model, image, classes, head).mask, gt)
-    assert default.summary()["miou"] > cam_only.summary()["miou"] + 0.05, (default.summary(), cam_only.summary())
+    assert default.summary()["miou"] > cam_only.summary()["miou"] + 0.10, (default.summary(), cam_only.summary())

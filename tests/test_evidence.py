@@ -9,7 +9,15 @@ import timm
 import torch
 
 from wsss.evidence import IMAGENET_TO_VOC, ClassHead, EvidenceConfig, SlotMaps, compute_evidence
-from wsss.refine import BackgroundParams, labels_from_scores, slot_refine, to_probabilities, with_background
+from wsss.pipeline import PseudoLabelConfig
+from wsss.refine import (
+    BackgroundParams,
+    labels_from_scores,
+    slot_refine,
+    subtract_baseline,
+    to_probabilities,
+    with_background,
+)
 from wsss.voc import VOC_FOREGROUND
 
 
@@ -37,6 +45,22 @@ def test_slot_sharpness_scales_the_logits():
     clustering, dispatch = e / e.sum(1, keepdims=True), e / e.sum(0, keepdims=True)
     pix = dispatch.T @ (clustering @ cam[0, 0].numpy())
     np.testing.assert_allclose(slot_refine(cam, [SlotMaps(1, logits, (1, 4))])[0, 0].numpy(), pix / pix.max(), atol=1e-6)
+
+
+def test_subtract_baseline_hand_worked():
+    maps = torch.tensor([[[0.0, 1.0, 2.0, 3.0, 4.0]],     # median 2 -> [0, 0, 0, 1, 2] / 2
+                         [[0.6, 0.6, 0.6, 0.6, 0.9]]])    # flat but for one pixel: only that pixel stays
+    out = subtract_baseline(maps, 0.5)
+    np.testing.assert_allclose(out[0, 0].numpy(), [0, 0, 0, 0.5, 1.0], atol=1e-6)
+    np.testing.assert_allclose(out[1, 0].numpy(), [0, 0, 0, 0, 1.0], atol=1e-6)
+    # quantile 0.25 of 5 values: k = 1 + round(0.25 * 4) = 2nd smallest
+    np.testing.assert_allclose(subtract_baseline(maps[:1], 0.25)[0, 0].numpy(), [0, 0, 1 / 3, 2 / 3, 1], atol=1e-6)
+    assert subtract_baseline(maps, 0.0) is maps
+    np.testing.assert_array_equal(subtract_baseline(torch.zeros(1, 2, 2), 0.5).numpy(), 0.0)  # no evidence: none
+    with pytest.raises(ValueError, match="quantile"):
+        subtract_baseline(maps, 1.0)
+    with pytest.raises(ValueError, match="slot_baseline"):
+        PseudoLabelConfig(slot_baseline=-0.1)
 
 
 def test_background_and_labels():

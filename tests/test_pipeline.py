@@ -106,3 +106,9 @@ def test_torchrun_two_processes_equal_single_process(reference, tiny_voc, tiny_c
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert digest(out) == digest(reference)
+
+
+def test_bad_slot_baseline_is_a_clear_error(tiny_voc, tiny_ckpt, tmp_path, capsys):
+    assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--slot-baseline", "1.5")) == 2
+    assert "slot_baseline=1.5" in capsys.readouterr().err
+    assert not (tmp_path / "pl").exists() or not list((tmp_path / "pl").glob("*.png"))

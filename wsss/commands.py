@@ -81,6 +81,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         evidence=EvidenceConfig(scales=_floats(args.scales, "--scales"), flip=not args.no_flip, slot_blocks=blocks),
         slot_mix=args.slot_mix,
         slot_sharpness=args.slot_sharpness,
+        slot_baseline=args.slot_baseline,
         background=BackgroundParams(args.bg, args.bg_threshold, args.bg_power),
         crf=CRFParams(iterations=args.crf_iterations) if args.crf else None,
         max_side=args.max_side,
