@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import glmix_viz  # noqa: F401
-from wsss.mosaic import Tiling, make_mosaics, tile_logits
+from wsss.mosaic import Tiling, make_mosaics, position_negatives, tile_logits, whole_image_tiling
 
 
 def batch(B=6, S=96):
@@ -62,9 +62,29 @@ def test_tile_logits_are_means_of_per_position_logits():
         for t in range(tiling.labels.shape[0]):
             torch.testing.assert_close(got[t], per_pos[tiling.index == t].mean(0), atol=1e-5, rtol=1e-5)
         # plain images: one tile each, the model's own logits (global average pooling)
-        plain = Tiling(torch.arange(3).view(3, 1, 1).expand(3, 3, 3), y)
+        plain = whole_image_tiling(y, (3, 3))
+        assert plain.index.tolist() == Tiling(torch.arange(3).view(3, 1, 1).expand(3, 3, 3), y).index.tolist()
         torch.testing.assert_close(tile_logits(model, model.forward_features(x), plain), model(x),
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_position_negatives_equal_a_brute_force_count():
+    """Mean over (position, class absent from the position's tile) of softplus(score), counted one by one."""
+    torch.manual_seed(0)
+    model = timm.create_model("test_glnet", num_classes=20).eval()
+    x, _ = batch(B=3)
+    y = (torch.rand(3, 20, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    xm, tiling = make_mosaics(x, y, fraction=1.0, stride=32, rng=np.random.default_rng(0))
+    with torch.no_grad():
+        feats = model.forward_features(xm)
+        got = position_negatives(model, feats, tiling).item()
+        total, count = 0.0, 0
+        for b, i, j in np.ndindex(*tiling.index.shape):
+            labels = tiling.labels[tiling.index[b, i, j]]
+            scores = model.head(feats[b, :, i, j])
+            for c in np.flatnonzero(labels.numpy() == 0):
+                total, count = total + F.softplus(scores[c]).item(), count + 1
+    assert got == pytest.approx(total / count, rel=1e-5)
 
 
 def test_bad_input_size_is_a_clear_error():

@@ -125,3 +125,15 @@ def test_mosaic_training_is_reproducible_and_checks_the_input_size(voc, tmp_path
     code = cli.main(["train", "--voc-root", str(voc), "--out", str(tmp_path / "bad"), "--model", "test_glnet",
                      "--input-size", "80", "--batch-size", "8", "--workers", "0", "--mosaic", "0.5"])
     assert code == 2 and "multiple of the model's stride 32" in capsys.readouterr().err
+
+
+def test_position_negatives_are_reproducible_and_change_what_is_learned(voc, tmp_path):
+    """--position-negatives, with and without mosaics: same seed same weights; the term changes the weights."""
+    for mosaic in (0.0, 0.5):
+        runs = []
+        for name in ("a", "b", "off"):
+            out = tmp_path / f"{name}{mosaic}"
+            train(config(voc, out, epochs=1, mosaic=mosaic, position_negatives=0.0 if name == "off" else 1.0),
+                  progress=False)
+            runs.append(read_checkpoint(out / "checkpoint-last.pth")["model"]["head.weight"])
+        assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])

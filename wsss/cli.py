@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--mosaic", type=float, default=0.0,
                    help="fraction of training images replaced by mosaics of up to 3x3 training images, each tile "
                         "classified on its own: sharper CAMs (needs --input-size a multiple of 32; 0: off)")
+    t.add_argument("--position-negatives", type=float, default=0.0,
+                   help="weight of a per-position loss on classes absent from the image or mosaic tile (0: off)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pth")
 
     pl = sub.add_parser("pseudo-labels", help="pseudo-masks of a split from image-level labels (palette PNGs)",
@@ -137,6 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 drop_path=args.drop_path, min_scale=args.min_scale,
                 workers=args.workers, threads=args.threads, seed=args.seed, device=args.device,
                 amp=not args.no_amp, max_steps=args.max_steps, ema_decay=args.ema_decay, mosaic=args.mosaic,
+                position_negatives=args.position_negatives,
             )
             metrics = train(config, resume=args.resume, progress=progress)
             logging.getLogger("wsss").info("done: %s", metrics)

@@ -14,6 +14,11 @@ is penalised, which is exactly the leak that blurs CAMs.
 A plain image is the one-tile case, so its loss is the usual one: the mean of
 per-position scores of a linear head equals the head applied to the mean
 (global average pooling).
+
+Position negatives (:func:`position_negatives`, ``--position-negatives W``)
+go one step further: every output position is told that the classes its tile
+(or its plain image) lacks are absent, so evidence may not leak into any
+position outside the tiles that hold the class, not only on average.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Tiling", "make_mosaics", "tile_logits"]
+__all__ = ["Tiling", "make_mosaics", "position_negatives", "tile_logits", "whole_image_tiling"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +134,32 @@ def tile_logits(model: nn.Module, features: torch.Tensor, tiling: Tiling) -> tor
     counts = torch.bincount(idx, minlength=T).clamp_min(1).to(features.dtype)
     # the model's own head on each tile's mean feature (linear: == the mean of per-position logits)
     return model.forward_head((sums / counts[:, None]).view(T, C, 1, 1))
+
+
+def whole_image_tiling(y: torch.Tensor, grid: Tuple[int, int]) -> Tiling:
+    """The tiling of a batch of plain images: each image is one tile with its own labels ``y (B, n)``."""
+    B = y.shape[0]
+    index = torch.arange(B, device=y.device).view(B, 1, 1).expand(B, *grid).contiguous()
+    return Tiling(index, y)
+
+
+def position_negatives(model: nn.Module, features: torch.Tensor, tiling: Tiling) -> torch.Tensor:
+    """Mean binary cross-entropy towards 0 of every position's score for each class absent from its tile.
+
+    The tile loss of :func:`tile_logits` bounds the *mean* evidence a tile may
+    hold for a class it lacks; this term bounds it at every position, so no
+    part of a tile may claim such a class (class evidence spread by global
+    attention beyond the object's tile is penalised wherever it spreads).
+
+    Args:
+        model: a GLNet with a linear head.
+        features: ``(B, C, h, w)`` from ``model.forward_features``.
+        tiling: ``index (B, h, w)``, ``labels (T, n)`` in {0, 1}.
+
+    Returns:
+        A scalar: ``sum(softplus(score) * absent) / sum(absent)`` over positions and classes.
+    """
+    head = model.get_classifier()
+    scores = torch.einsum("bchw,nc->bhwn", features, head.weight) + head.bias  # (B, h, w, n)
+    absent = 1.0 - tiling.labels[tiling.index].to(scores.dtype)  # (B, h, w, n)
+    return (F.softplus(scores.float()) * absent).sum() / absent.sum().clamp_min(1.0)

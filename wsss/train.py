@@ -3,7 +3,8 @@
 One output per foreground class, binary cross-entropy, AdamW with linear
 warm-up and cosine decay, mixed precision on CUDA; optionally mosaics whose
 tiles are classified one by one (``mosaic``, see :mod:`wsss.mosaic`), which
-keeps class evidence where the object is and so sharpens CAMs. Checkpoints are written in
+keeps class evidence where the object is and so sharpens CAMs, optionally with a
+per-position loss on the classes a tile lacks (``position_negatives``). Checkpoints are written in
 the release's format (``{"model": state_dict, "optimizer": ..., "epoch": ...}``)
 to a temporary file and renamed, so an interrupted run never leaves a broken
 one; ``resume=True`` continues from ``checkpoint-last.pth``.
@@ -28,7 +29,7 @@ from glmix_viz.fileio import atomic_write
 from glmix_viz.images import load_image, normalize
 from glmix_viz.models import checkpoint_num_classes, load_checkpoint, read_checkpoint
 
-from .mosaic import make_mosaics, tile_logits
+from .mosaic import make_mosaics, position_negatives, tile_logits, whole_image_tiling
 from .voc import NUM_CLASSES, VOCLayout
 
 __all__ = ["TrainConfig", "VOCClassification", "average_precision", "mean_average_precision", "train", "evaluate"]
@@ -64,6 +65,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps in total (0: no limit), for smoke tests
     ema_decay: float = 0.0  # exponential moving average of the weights (0: off), evaluated and saved as best
     mosaic: float = 0.0  # fraction of training images replaced by mosaics with per-tile labels (wsss.mosaic)
+    position_negatives: float = 0.0  # weight of the per-position loss on classes absent from the tile (wsss.mosaic)
 
 
 class VOCClassification(torch.utils.data.Dataset):
@@ -275,8 +277,16 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                                          rng=np.random.default_rng([config.seed, step]))
                 y = tiling.labels  # one target row per tile
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(x) if tiling is None else tile_logits(model, model.forward_features(x), tiling)
+                if tiling is None and not config.position_negatives:
+                    logits = model(x)
+                else:
+                    features = model.forward_features(x)
+                    if tiling is None:  # plain images: each its own tile
+                        tiling = whole_image_tiling(y, features.shape[-2:])
+                    logits = tile_logits(model, features, tiling)
                 loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+                if config.position_negatives:
+                    loss = loss + config.position_negatives * position_negatives(model, features, tiling)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.clip_grad > 0:
