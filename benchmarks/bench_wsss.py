@@ -125,9 +125,9 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
     cam, slot = rows["cam"], rows[default_key]
     cam_best = np.nanmax([a.summary()["miou"] for a in accs["cam"]])
     crf = crf_accs[("slots + crf (default)", bg0)].summary()["miou"]
-    print(f"\n  side by side @{bg0:g}: CAM {100 * cam:.2f} (at its best bg {100 * cam_best:.2f}) | slots {100 * slot:.2f}"
-          f" | slots + CRF {100 * crf:.2f}  (slots + CRF - best CAM = {100 * (crf - cam_best):+.2f} points;"
-          " targets: >= +10 and >= 75 mIoU)")
+    print(f"\n  side by side @{bg0:g}: CAM {100 * cam:.2f} (at its best bg {100 * cam_best:.2f})"
+          f" | slots {100 * slot:.2f} | slots + CRF {100 * crf:.2f}"
+          f"  (slots + CRF - best CAM = {100 * (crf - cam_best):+.2f} points; targets: >= +10 and >= 75 mIoU)")
 
 
 def throughput(demo, args) -> None:

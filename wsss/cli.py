@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--slot-sharpness", type=float, default=default.slot_sharpness,
                     help="factor on the slot logits before clustering and dispatch (>1: harder slots)")
     pl.add_argument("--slot-baseline", type=float, default=default.slot_baseline,
-                    help="quantile of each slot-refined map subtracted before renormalising (0: off; default %(default)s)")
+                    help="quantile of each slot-refined map subtracted before renormalising "
+                         "(0: off; default %(default)s)")
     pl.add_argument("--scales", default="1.0,0.5,1.5,2.0")
     pl.add_argument("--no-flip", action="store_true")
     pl.add_argument("--bg", choices=("constant", "power"), default="constant")

@@ -70,7 +70,7 @@ class PseudoLabelConfig:
         if self.method not in ("cam", "slots"):
             raise ValueError(f"method={self.method!r}; expected 'cam' or 'slots'")
         if not 0 <= self.slot_baseline < 1:
-            raise ValueError(f"slot_baseline={self.slot_baseline}: expected a quantile in [0, 1)")
+            raise ValueError(f"slot_baseline={self.slot_baseline} (--slot-baseline): expected a quantile in [0, 1)")
 
 
 @dataclass(frozen=True)
