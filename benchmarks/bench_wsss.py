@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -56,13 +57,18 @@ def _variant_name(blocks, mix: float, sharpness: float, baseline: float) -> str:
     return f"slots {','.join(map(str, blocks))} mix {mix:g} sharp {sharpness:g} base {baseline:g}"
 
 
-def _variant_scores(ev, spec) -> np.ndarray:
-    """The CAM (``spec`` None) or its slot refinement, ``spec = (blocks, mix, sharpness, baseline)``."""
+def _variant_scores(ev, spec, refined: Optional[dict] = None) -> np.ndarray:
+    """The CAM (``spec`` None) or its slot refinement, ``spec = (blocks, mix, sharpness, baseline)``.
+
+    ``refined`` (one dict per image) keeps each refinement for the variants that differ only in the baseline.
+    """
     if spec is None:
         return ev.cams.numpy()
-    by_ordinal = {s.ordinal: s for s in ev.slots}
-    refined = slot_refine(ev.cams, [by_ordinal[b] for b in spec[0]], spec[1], spec[2])
-    return subtract_baseline(refined, spec[3]).numpy()
+    refined = {} if refined is None else refined
+    if spec[:3] not in refined:
+        by_ordinal = {s.ordinal: s for s in ev.slots}
+        refined[spec[:3]] = slot_refine(ev.cams, [by_ordinal[b] for b in spec[0]], spec[1], spec[2])
+    return subtract_baseline(refined[spec[:3]], spec[3]).numpy()
 
 
 def quality(model, layout: VOCLayout, ids, args) -> None:
@@ -92,8 +98,9 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
         classes = [c + 1 for c in np.flatnonzero(labels[image_id])]
         ev = compute_evidence(model, normalize(image), classes, head,
                               EvidenceConfig(slot_blocks=all_blocks))
+        refined = {}
         for name, spec in variants.items():
-            scores = _variant_scores(ev, spec)
+            scores = _variant_scores(ev, spec, refined)
             for t, acc in zip(THRESHOLDS, accs[name]):
                 acc.add(labels_from_scores(with_background(scores, BackgroundParams(threshold=float(t))), classes), gt)
         kept.append((image, gt, classes, ev))
@@ -106,8 +113,10 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
     crf_accs = {(row, bg): ConfusionAccumulator() for row, name in crf_rows.items()
                 for bg in sorted({default.background.threshold, best_bg[name]})}
     for image, gt, classes, ev in kept:
+        refined = {}
+        scores = {row: _variant_scores(ev, variants[name], refined) for row, name in crf_rows.items()}
         for (row, bg), acc in crf_accs.items():
-            sbg = with_background(_variant_scores(ev, variants[crf_rows[row]]), BackgroundParams(threshold=bg))
+            sbg = with_background(scores[row], BackgroundParams(threshold=bg))
             acc.add(np.array([0, *classes], np.uint8)[dense_crf(image, to_probabilities(sbg))], gt)
     dt = time.perf_counter() - t0
     bg0 = default.background.threshold

@@ -26,7 +26,9 @@ from glmix_viz.capture import SlotCapture
 
 from .voc import VOC_FOREGROUND
 
-__all__ = ["ClassHead", "EvidenceConfig", "SlotMaps", "Evidence", "compute_evidence", "IMAGENET_TO_VOC"]
+__all__ = [
+    "ClassHead", "EvidenceConfig", "SlotMaps", "Evidence", "compute_evidence", "normalise_by_max", "IMAGENET_TO_VOC",
+]
 
 IMAGENET_TO_VOC = Path(__file__).parent / "data" / "imagenet_to_voc.json"
 
@@ -121,6 +123,15 @@ class Evidence:
     slots: Tuple[SlotMaps, ...]
 
 
+def normalise_by_max(maps: torch.Tensor) -> torch.Tensor:
+    """Divide each map by its maximum (all-zero maps stay zero).
+
+    Shape:
+        ``(n, H, W) -> (n, H, W)``.
+    """
+    return maps / maps.flatten(1).amax(1).clamp_min(1e-5).view(-1, 1, 1)
+
+
 def _cam_at(model: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """ReLU(W f) for features f of ``x``: ``(1, 3, h, w) -> (O', h/32, w/32)``."""
     feats = model.forward_features(x)[0]  # (C, h', w')
@@ -168,6 +179,5 @@ def compute_evidence(
             total += F.interpolate(cam[None], size=(H, W), mode="bilinear", align_corners=False)[0]
     per_class = torch.stack([total[[index[r] for r in head.groups[c - 1]]].amax(0) for c in classes]) if classes \
         else image.new_zeros(0, H, W)
-    per_class = per_class / per_class.flatten(1).amax(1).clamp_min(1e-5).view(-1, 1, 1)
-    return Evidence(classes, per_class.float().cpu(), tuple(
+    return Evidence(classes, normalise_by_max(per_class).float().cpu(), tuple(
         SlotMaps(s.ordinal, s.logits.cpu(), s.grid) for s in slots))

@@ -159,7 +159,6 @@ def position_negatives(model: nn.Module, features: torch.Tensor, tiling: Tiling)
     Returns:
         A scalar: ``sum(softplus(score) * absent) / sum(absent)`` over positions and classes.
     """
-    head = model.get_classifier()
-    scores = torch.einsum("bchw,nc->bhwn", features, head.weight) + head.bias  # (B, h, w, n)
+    scores = model.get_classifier()(features.permute(0, 2, 3, 1))  # the head at every position: (B, h, w, n)
     absent = 1.0 - tiling.labels[tiling.index].to(scores.dtype)  # (B, h, w, n)
     return (F.softplus(scores.float()) * absent).sum() / absent.sum().clamp_min(1.0)

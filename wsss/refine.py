@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .evidence import SlotMaps
+from .evidence import SlotMaps, normalise_by_max
 
 __all__ = [
     "CRFParams", "BackgroundParams", "slot_refine", "subtract_baseline", "with_background", "dense_crf",
@@ -92,7 +92,7 @@ def slot_refine(cams: torch.Tensor, slots: Sequence[SlotMaps], mix: float = 1.0,
         slot_scores = s.clustering(sharpness) @ cam_g.T  # (K, n)
         pix = (s.dispatch(sharpness).T @ slot_scores).T.reshape(n, *s.grid)  # (n, h, w)
         up = F.interpolate(pix[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-        refined += up / up.flatten(1).amax(1).clamp_min(1e-5).view(-1, 1, 1)
+        refined += normalise_by_max(up)
     refined /= len(slots)
     return (1 - mix) * cams + mix * refined
 
@@ -113,8 +113,7 @@ def subtract_baseline(maps: torch.Tensor, quantile: float) -> torch.Tensor:
     flat = maps.flatten(1)
     k = 1 + int(round(quantile * (flat.shape[1] - 1)))
     base = flat.kthvalue(k, dim=1).values.view(-1, 1, 1)
-    out = (maps - base).clamp_min(0)
-    return out / out.flatten(1).amax(1).clamp_min(1e-5).view(-1, 1, 1)
+    return normalise_by_max((maps - base).clamp_min(0))
 
 
 def with_background(scores: np.ndarray, params: BackgroundParams = BackgroundParams()) -> np.ndarray:
