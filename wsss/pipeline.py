@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from glmix_viz.capture import glmix_blocks
 from glmix_viz.fileio import atomic_write
 from glmix_viz.images import load_image, normalize
 
@@ -30,6 +31,7 @@ from .refine import (
     to_probabilities,
     with_background,
 )
+from .slot_classifier import SlotClassifierParams, slot_classifier
 from .voc import VOCLayout, save_mask
 
 __all__ = ["PseudoLabelConfig", "PseudoLabelResult", "pseudo_label_image", "run_pseudo_labels", "shard"]
@@ -50,6 +52,9 @@ class PseudoLabelConfig:
             (see :func:`wsss.refine.slot_refine`).
         slot_baseline: quantile of each refined map subtracted before
             renormalising (see :func:`wsss.refine.subtract_baseline`; 0: off).
+        slot_classifier: per-image classifier on slot memberships fitted on the
+            confident pixels (see :mod:`wsss.slot_classifier`), or ``None``;
+            used with ``method="slots"``.
         background: see :class:`BackgroundParams`; the default threshold 0.25 (not
             IRN's 0.15) and the slot settings were measured on EmojiVOC with
             the bundled model (README, "Weakly-supervised segmentation").
@@ -62,6 +67,7 @@ class PseudoLabelConfig:
     slot_mix: float = 0.5
     slot_sharpness: float = 16.0
     slot_baseline: float = 0.5
+    slot_classifier: Optional[SlotClassifierParams] = field(default_factory=SlotClassifierParams)
     background: BackgroundParams = field(default_factory=BackgroundParams)
     crf: Optional[CRFParams] = field(default_factory=CRFParams)
     max_side: int = 512
@@ -99,19 +105,28 @@ def pseudo_label_image(
     H, W = image.shape[:2]
     if not classes:
         return PseudoLabelResult(np.zeros((H, W), np.uint8), np.zeros((0, H, W), np.float32), ())
-    evidence_cfg = config.evidence if config.method == "slots" else replace(config.evidence, slot_blocks=())
+    refine_blocks = config.evidence.slot_blocks if config.method == "slots" else ()
+    classifier = config.slot_classifier if config.method == "slots" else None
+    classifier_blocks: Tuple[int, ...] = ()
+    if classifier is not None:
+        classifier_blocks = classifier.blocks or tuple(range(1, len(glmix_blocks(model)) + 1))
+    evidence_cfg = replace(config.evidence, slot_blocks=tuple(sorted({*refine_blocks, *classifier_blocks})))
     ev = compute_evidence(model, normalize(image).to(device), classes, head, evidence_cfg)
     scores = ev.cams
     if config.method == "slots":
-        scores = slot_refine(ev.cams, ev.slots, config.slot_mix, config.slot_sharpness)
+        scores = slot_refine(ev.cams, [s for s in ev.slots if s.ordinal in refine_blocks], config.slot_mix,
+                             config.slot_sharpness)
         scores = subtract_baseline(scores, config.slot_baseline)
     scores = scores.numpy()
-    scores_bg = with_background(scores, config.background)
+    probs = to_probabilities(with_background(scores, config.background))
+    if classifier is not None:
+        learned = slot_classifier(scores, [s for s in ev.slots if s.ordinal in classifier_blocks], classifier)
+        if learned is not None:
+            probs = (1 - classifier.weight) * probs + classifier.weight * learned
     if config.crf is None:
-        mask = labels_from_scores(scores_bg, classes)
+        mask = labels_from_scores(probs, classes)
     else:
-        idx = dense_crf(image, to_probabilities(scores_bg), config.crf)
-        mask = np.array([0, *classes], np.uint8)[idx]
+        mask = np.array([0, *classes], np.uint8)[dense_crf(image, probs, config.crf)]
     return PseudoLabelResult(mask, scores.astype(np.float32), classes)
 
 
