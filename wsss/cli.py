@@ -85,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--slot-baseline", type=float, default=default.slot_baseline,
                     help="quantile of each slot-refined map subtracted before renormalising "
                          "(0: off; default %(default)s)")
+    seeds = default.slot_classifier
+    pl.add_argument("--slot-classifier", action=argparse.BooleanOptionalAction, default=True,
+                    help="fit a per-image classifier on every GLMix block's slot memberships to the confident "
+                         "pixels and average its probabilities with the scores' (--method slots)")
+    pl.add_argument("--seed-fg", type=float, default=seeds.foreground,
+                    help="--slot-classifier: best class score that makes a pixel a seed of that class")
+    pl.add_argument("--seed-bg", type=float, default=seeds.background,
+                    help="--slot-classifier: best class score below which a pixel is a background seed")
+    pl.add_argument("--classifier-weight", type=float, default=seeds.weight,
+                    help="--slot-classifier: weight of its probabilities against the scores' (1: classifier only)")
     pl.add_argument("--scales", default="1.0,0.5,1.5,2.0")
     pl.add_argument("--no-flip", action="store_true")
     pl.add_argument("--bg", choices=("constant", "power"), default="constant")

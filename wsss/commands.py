@@ -14,6 +14,7 @@ from .evidence import ClassHead, EvidenceConfig
 from .metrics import ConfusionAccumulator
 from .pipeline import PseudoLabelConfig, run_pseudo_labels
 from .refine import BackgroundParams, CRFParams, labels_from_scores, with_background
+from .slot_classifier import SlotClassifierParams
 from .voc import VOCLayout, read_mask
 
 _logger = logging.getLogger("wsss")
@@ -68,13 +69,6 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
-    layout = VOCLayout(args.voc_root)
-    ids = layout.ids(args.split)
-    if args.limit:
-        ids = ids[: args.limit]
-    labels = layout.image_labels(ids, args.labels)
-    model = load_model(args.checkpoint, args.model, args.head)
-    head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
     blocks = tuple(int(b) for b in args.blocks.split(",") if b.strip()) if args.method == "slots" else ()
     config = PseudoLabelConfig(
         method=args.method,
@@ -82,10 +76,19 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         slot_mix=args.slot_mix,
         slot_sharpness=args.slot_sharpness,
         slot_baseline=args.slot_baseline,
+        slot_classifier=SlotClassifierParams(foreground=args.seed_fg, background=args.seed_bg,
+                                             weight=args.classifier_weight) if args.slot_classifier else None,
         background=BackgroundParams(args.bg, args.bg_threshold, args.bg_power),
         crf=CRFParams(iterations=args.crf_iterations) if args.crf else None,
         max_side=args.max_side,
     )
+    layout = VOCLayout(args.voc_root)
+    ids = layout.ids(args.split)
+    if args.limit:
+        ids = ids[: args.limit]
+    labels = layout.image_labels(ids, args.labels)
+    model = load_model(args.checkpoint, args.model, args.head)
+    head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
     counts = run_pseudo_labels(model, layout, ids, labels, args.out, head=head, config=config, device=device,
                                save_scores=args.save_scores, rank=rank, world_size=world,
                                progress=progress and rank == 0)
