@@ -137,3 +137,20 @@ def test_position_negatives_are_reproducible_and_change_what_is_learned(voc, tmp
                   progress=False)
             runs.append(read_checkpoint(out / "checkpoint-last.pth")["model"]["head.weight"])
         assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_pos_weight_parses_names_and_weights_the_positives(voc, tmp_path, capsys):
+    """--pos-weight bird=4: 20 weights in class order; all-ones equals no weighting; other weights change training."""
+    weights = cli._pos_weight("bird=4, person=2")
+    assert len(weights) == 20 and weights[2] == 4.0 and weights[14] == 2.0 and sum(weights) == 18 + 6
+    assert cli._pos_weight("") == ()
+    runs = {}
+    for name, pw in (("none", ()), ("ones", (1.0,) * 20), ("bird", cli._pos_weight("bird=4"))):
+        train(config(voc, tmp_path / name, epochs=1, pos_weight=pw), progress=False)
+        runs[name] = read_checkpoint(tmp_path / name / "checkpoint-last.pth")["model"]["head.weight"]
+    assert torch.equal(runs["none"], runs["ones"]) and not torch.equal(runs["none"], runs["bird"])
+    with pytest.raises(ValueError, match="20"):
+        train(config(voc, tmp_path / "short", pos_weight=(2.0,)), progress=False)
+    for bad in ("birds=4", "bird=0", "bird"):
+        assert cli.main(["train", "--voc-root", str(voc), "--out", str(tmp_path / "bad"), "--pos-weight", bad]) == 2
+        assert "--pos-weight" in capsys.readouterr().err

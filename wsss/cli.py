@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 from glmix_viz import __version__
 
@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                         "classified on its own: sharper CAMs (needs --input-size a multiple of 32; 0: off)")
     t.add_argument("--position-negatives", type=float, default=0.0,
                    help="weight of a per-position loss on classes absent from the image or mosaic tile (0: off)")
+    t.add_argument("--pos-weight", default="",
+                   help="BCE weight of a class's positives, e.g. bird=4,person=2 (others 1): more loss on classes "
+                        "the model finds hard")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pth")
 
     pl = sub.add_parser("pseudo-labels", help="pseudo-masks of a split from image-level labels (palette PNGs)",
@@ -122,6 +125,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _pos_weight(text: str) -> Tuple[float, ...]:
+    """``"bird=4,person=2"`` -> 20 weights in VOC class order (1 where not named); ``""`` -> ``()``."""
+    from .voc import VOC_FOREGROUND
+
+    if not text.strip():
+        return ()
+    weights = dict.fromkeys(VOC_FOREGROUND, 1.0)
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if name not in weights or weight <= 0:
+            raise ValueError(f"--pos-weight {item!r}: expected CLASS=WEIGHT with a VOC class name "
+                             f"({', '.join(VOC_FOREGROUND)}) and a positive weight")
+        weights[name] = weight
+    return tuple(weights.values())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``glmix-wsss``; returns the exit status (0 ok, 1 failed, 2 bad usage)."""
     parser = _parser()
@@ -150,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 drop_path=args.drop_path, min_scale=args.min_scale,
                 workers=args.workers, threads=args.threads, seed=args.seed, device=args.device,
                 amp=not args.no_amp, max_steps=args.max_steps, ema_decay=args.ema_decay, mosaic=args.mosaic,
-                position_negatives=args.position_negatives,
+                position_negatives=args.position_negatives, pos_weight=_pos_weight(args.pos_weight),
             )
             metrics = train(config, resume=args.resume, progress=progress)
             logging.getLogger("wsss").info("done: %s", metrics)

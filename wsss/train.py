@@ -66,6 +66,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # exponential moving average of the weights (0: off), evaluated and saved as best
     mosaic: float = 0.0  # fraction of training images replaced by mosaics with per-tile labels (wsss.mosaic)
     position_negatives: float = 0.0  # weight of the per-position loss on classes absent from the tile (wsss.mosaic)
+    pos_weight: Tuple[float, ...] = ()  # BCE weight of each class's positives (20 values; empty: all 1)
 
 
 class VOCClassification(torch.utils.data.Dataset):
@@ -221,6 +222,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         with torch.no_grad():
             model.get_classifier().bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))))
     model.to(device)
+    if config.pos_weight and len(config.pos_weight) != NUM_CLASSES - 1:
+        raise ValueError(f"pos_weight has {len(config.pos_weight)} values, expected {NUM_CLASSES - 1} (one per class)")
+    pos_weight = torch.tensor(config.pos_weight, device=device) if config.pos_weight else None
     stride = model.feature_info[-1]["reduction"] if config.mosaic > 0 else 0
     if not 0 <= config.mosaic <= 1 or (stride and config.input_size % stride):
         raise ValueError(f"--mosaic {config.mosaic} with --input-size {config.input_size}: mosaics need a fraction "
@@ -284,7 +288,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                     if tiling is None:  # plain images: each its own tile
                         tiling = whole_image_tiling(y, features.shape[-2:])
                     logits = tile_logits(model, features, tiling)
-                loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+                loss = F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pos_weight)
                 if config.position_negatives:
                     loss = loss + config.position_negatives * position_negatives(model, features, tiling)
             optimizer.zero_grad(set_to_none=True)
