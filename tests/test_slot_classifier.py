@@ -9,6 +9,7 @@ from wsss.evidence import SlotMaps
 from wsss.slot_classifier import (
     SlotClassifierParams,
     fit_softmax_regression,
+    mix_slot_classifier,
     seed_labels,
     slot_classifier,
     slot_features,
@@ -52,7 +53,7 @@ def test_fit_matches_sklearn_logistic_regression():
 
 
 def _two_region_image():
-    """Slots split a 16x16 grid into left (slot 0) and right (slot 1) halves; class evidence peaks on a left patch."""
+    """Slots split a 16x16 grid into left (slot 0) and right (slot 1) halves; evidence peaks on a left patch."""
     h = w = 16
     left = torch.zeros(h, w, dtype=torch.bool)
     left[:, :8] = True
@@ -70,6 +71,15 @@ def test_classifier_grows_seeds_to_their_slot():
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
     assert np.all((probs.argmax(0) == 1) == left)  # the whole left slot, not just the confident patch
     assert (scores[0] >= 0.5).sum() == 16  # what thresholding alone would keep
+
+
+def test_mix_weights_the_classifier_and_keeps_probs_without_seeds():
+    scores, slots, _ = _two_region_image()
+    probs = np.stack([1 - scores[0], scores[0]])
+    params = SlotClassifierParams(stride=1, weight=0.25)
+    mixed = mix_slot_classifier(probs, scores, slots, params)
+    np.testing.assert_allclose(mixed, 0.75 * probs + 0.25 * slot_classifier(scores, slots, params))
+    assert mix_slot_classifier(probs, scores, [], params) is probs
 
 
 def test_classifier_needs_two_seed_labels():

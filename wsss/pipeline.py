@@ -31,7 +31,7 @@ from .refine import (
     to_probabilities,
     with_background,
 )
-from .slot_classifier import SlotClassifierParams, slot_classifier
+from .slot_classifier import SlotClassifierParams, mix_slot_classifier
 from .voc import VOCLayout, save_mask
 
 __all__ = ["PseudoLabelConfig", "PseudoLabelResult", "pseudo_label_image", "run_pseudo_labels", "shard"]
@@ -120,9 +120,8 @@ def pseudo_label_image(
     scores = scores.numpy()
     probs = to_probabilities(with_background(scores, config.background))
     if classifier is not None:
-        learned = slot_classifier(scores, [s for s in ev.slots if s.ordinal in classifier_blocks], classifier)
-        if learned is not None:
-            probs = (1 - classifier.weight) * probs + classifier.weight * learned
+        features = [s for s in ev.slots if s.ordinal in classifier_blocks]
+        probs = mix_slot_classifier(probs, scores, features, classifier)
     if config.crf is None:
         mask = labels_from_scores(probs, classes)
     else:

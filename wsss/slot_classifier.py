@@ -25,7 +25,10 @@ import torch.nn.functional as F
 
 from .evidence import SlotMaps
 
-__all__ = ["SlotClassifierParams", "slot_features", "seed_labels", "fit_softmax_regression", "slot_classifier"]
+__all__ = [
+    "SlotClassifierParams", "slot_features", "seed_labels", "fit_softmax_regression", "slot_classifier",
+    "mix_slot_classifier",
+]
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,8 @@ class SlotClassifierParams:
             raise ValueError(f"slot classifier seeds: need 0 <= background ({self.background}, --seed-bg) < "
                              f"foreground ({self.foreground}, --seed-fg) <= 1")
         if not 0 <= self.weight <= 1:
-            raise ValueError(f"slot classifier weight {self.weight} (--classifier-weight): expected a number in [0, 1]")
+            raise ValueError(f"slot classifier weight {self.weight} (--classifier-weight): expected a number "
+                             "in [0, 1]")
         if self.stride < 1 or self.iterations < 1 or self.l2 < 0:
             raise ValueError(f"slot classifier: need stride >= 1 ({self.stride}), iterations >= 1 "
                              f"({self.iterations}), l2 >= 0 ({self.l2})")
@@ -82,7 +86,8 @@ def slot_features(slots: Sequence[SlotMaps], grid: Tuple[int, int]) -> torch.Ten
     return x / torch.where(std > 1e-6, std, torch.ones_like(std)) * (std > 1e-6)
 
 
-def seed_labels(scores: torch.Tensor, foreground: float, background: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def seed_labels(scores: torch.Tensor, foreground: float,
+                background: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Seed labels from class scores: 0 background, ``1 + argmax`` for confident classes.
 
     Args:
@@ -146,6 +151,20 @@ def slot_classifier(scores: np.ndarray, slots: Sequence[SlotMaps],
     if labels[confident].unique().numel() < 2:
         return None
     x = slot_features(slots, grid)
-    weight, bias = fit_softmax_regression(x[confident], labels[confident], n + 1, params.l2, params.iterations)
+    weight, bias = fit_softmax_regression(x[confident], labels[confident], n + 1, l2=params.l2,
+                                          iterations=params.iterations)
     probs = torch.softmax(x @ weight + bias, dim=1).T.reshape(n + 1, *grid)
     return F.interpolate(probs[None], size=(H, W), mode="bilinear", align_corners=False)[0].numpy()
+
+
+def mix_slot_classifier(probs: np.ndarray, scores: np.ndarray, slots: Sequence[SlotMaps],
+                        params: SlotClassifierParams = SlotClassifierParams()) -> np.ndarray:
+    """``(1 - weight) * probs + weight * slot classifier``; ``probs`` unchanged when it has nothing to fit.
+
+    Args:
+        probs: ``(n + 1, H, W)`` probabilities over background and the classes (e.g. from the scores).
+        scores: ``(n, H, W)`` the class scores the seeds come from.
+        slots: slot maps of the blocks used as features.
+    """
+    learned = slot_classifier(scores, slots, params)
+    return probs if learned is None else (1 - params.weight) * probs + params.weight * learned

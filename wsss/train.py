@@ -223,7 +223,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             model.get_classifier().bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))))
     model.to(device)
     if config.pos_weight and len(config.pos_weight) != NUM_CLASSES - 1:
-        raise ValueError(f"pos_weight has {len(config.pos_weight)} values, expected {NUM_CLASSES - 1} (one per class)")
+        raise ValueError(f"pos_weight has {len(config.pos_weight)} values, expected {NUM_CLASSES - 1} "
+                         "(one per class)")
     pos_weight = torch.tensor(config.pos_weight, device=device) if config.pos_weight else None
     stride = model.feature_info[-1]["reduction"] if config.mosaic > 0 else 0
     if not 0 <= config.mosaic <= 1 or (stride and config.input_size % stride):
