@@ -48,7 +48,7 @@ from wsss.refine import (  # noqa: E402
     to_probabilities,
     with_background,
 )
-from wsss.slot_classifier import mix_slot_classifier  # noqa: E402
+from wsss.slot_classifier import mix_slot_classifier, slot_classifier  # noqa: E402
 from wsss.voc import VOCLayout, read_mask  # noqa: E402
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -122,7 +122,8 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
         for (row, bg), acc in crf_accs.items():
             probs = to_probabilities(with_background(scores[row], BackgroundParams(threshold=bg)))
             if crf_rows[row][1]:
-                probs = mix_slot_classifier(probs, scores[row], ev.slots, clf)  # every block: the default
+                learned = slot_classifier(scores[row], ev.slots, clf)  # every block: the default
+                probs = mix_slot_classifier(probs, learned, clf.weight)
             acc.add(np.array([0, *classes], np.uint8)[dense_crf(image, probs)], gt)
     dt = time.perf_counter() - t0
     bg0 = default.background.threshold

@@ -5,6 +5,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -112,3 +113,43 @@ def test_bad_slot_baseline_is_a_clear_error(tiny_voc, tiny_ckpt, tmp_path, capsy
     assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--slot-baseline", "1.5")) == 2
     assert "slot_baseline=1.5" in capsys.readouterr().err
     assert not (tmp_path / "pl").exists() or not list((tmp_path / "pl").glob("*.png"))
+
+
+def test_confident_labels_hand_worked():
+    from wsss.refine import confident_labels
+
+    high = np.array([[0, 3], [5, 0], [0, 2]])  # labels against the high background
+    low = np.array([[0, 3], [5, 7], [2, 2]])  # against the low one: more foreground
+    assert confident_labels(high, low).tolist() == [[0, 3], [5, 255], [255, 2]]
+
+
+def test_confident_regions_combine_two_backgrounds(tiny_voc, tiny_ckpt, tmp_path, capsys):
+    """--confident FG,BG equals labelling with constant backgrounds FG and BG and combining (IRN's rule)."""
+    from glmix_viz.images import load_image
+    from glmix_viz.models import load_checkpoint
+    from wsss.evidence import ClassHead, EvidenceConfig
+    from wsss.refine import BackgroundParams, ConfidentRegions, confident_labels
+
+    model = load_checkpoint(timm.create_model("test_glnet", num_classes=20), tiny_ckpt).eval()
+    layout = VOCLayout(tiny_voc)
+    image_id = layout.ids("train")[0]
+    image = np.asarray(load_image(layout.image(image_id), max_side=160))
+    classes = [c + 1 for c in np.flatnonzero(layout.image_labels([image_id])[image_id])]
+    base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,), slot_blocks=(2, 4)), crf=None)
+
+    def run(**kw):
+        cfg = replace(base, **kw)
+        return pipeline.pseudo_label_image(model, image, classes, ClassHead.from_model(model), cfg).mask
+
+    got = run(confident=ConfidentRegions(0.3, 0.05))
+    want = confident_labels(run(background=BackgroundParams(threshold=0.3)),
+                            run(background=BackgroundParams(threshold=0.05)))
+    np.testing.assert_array_equal(got, want)
+    assert (got == 255).any() and (got == 0).any()  # the case is not trivial
+
+    out = tmp_path / "conf"
+    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--confident", "0.3,0.05")) == 0
+    assert any(255 in np.unique(read_mask(p)) for p in out.glob("*.png"))
+    for bad in ("0.05,0.3", "0.3"):
+        assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "bad", "--confident", bad)) == 2
+        assert "--confident" in capsys.readouterr().err

@@ -77,9 +77,9 @@ def test_mix_weights_the_classifier_and_keeps_probs_without_seeds():
     scores, slots, _ = _two_region_image()
     probs = np.stack([1 - scores[0], scores[0]])
     params = SlotClassifierParams(stride=1, weight=0.25)
-    mixed = mix_slot_classifier(probs, scores, slots, params)
-    np.testing.assert_allclose(mixed, 0.75 * probs + 0.25 * slot_classifier(scores, slots, params))
-    assert mix_slot_classifier(probs, scores, [], params) is probs
+    learned = slot_classifier(scores, slots, params)
+    np.testing.assert_allclose(mix_slot_classifier(probs, learned, 0.25), 0.75 * probs + 0.25 * learned)
+    assert mix_slot_classifier(probs, None, 0.25) is probs
 
 
 def test_classifier_needs_two_seed_labels():

@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--bg-threshold", type=float, default=default.background.threshold,
                     help="constant background score (IRN uses 0.15 for CNN CAMs; measured for GLNets in the README)")
     pl.add_argument("--bg-power", type=float, default=default.background.power, help="PSA's (1 - max fg) ** power")
+    pl.add_argument("--confident", metavar="FG,BG",
+                    help="IRN's confident/ignore regions instead of --bg: label with background FG and with BG "
+                         "(e.g. 0.30,0.05); pixels where the two disagree become 255")
     pl.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True)
     pl.add_argument("--crf-iterations", type=int, default=10)
     pl.add_argument("--max-side", type=int, default=512, help="shrink larger images first")

@@ -5,7 +5,7 @@ import argparse
 import json
 import logging
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ import torch
 from .evidence import ClassHead, EvidenceConfig
 from .metrics import ConfusionAccumulator
 from .pipeline import PseudoLabelConfig, run_pseudo_labels
-from .refine import BackgroundParams, CRFParams, labels_from_scores, with_background
+from .refine import BackgroundParams, ConfidentRegions, CRFParams, labels_from_scores, with_background
 from .slot_classifier import SlotClassifierParams
 from .voc import VOCLayout, read_mask
 
@@ -25,6 +25,15 @@ def _floats(text: str, name: str) -> Tuple[float, ...]:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as err:
         raise ValueError(f"{name} {text!r}: expected comma-separated numbers") from err
+
+
+def _confident(text: Optional[str]) -> Optional[ConfidentRegions]:
+    if not text:
+        return None
+    values = _floats(text, "--confident")
+    if len(values) != 2:
+        raise ValueError(f"--confident {text!r}: expected two numbers FG,BG (IRN: 0.30,0.05)")
+    return ConfidentRegions(*values)
 
 
 def load_model(checkpoint, model_name, head: str):
@@ -80,6 +89,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
                                              weight=args.classifier_weight) if args.slot_classifier else None,
         background=BackgroundParams(args.bg, args.bg_threshold, args.bg_power),
         crf=CRFParams(iterations=args.crf_iterations) if args.crf else None,
+        confident=_confident(args.confident),
         max_side=args.max_side,
     )
     layout = VOCLayout(args.voc_root)

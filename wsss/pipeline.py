@@ -23,7 +23,9 @@ from glmix_viz.images import load_image, normalize
 from .evidence import ClassHead, EvidenceConfig, compute_evidence
 from .refine import (
     BackgroundParams,
+    ConfidentRegions,
     CRFParams,
+    confident_labels,
     dense_crf,
     labels_from_scores,
     slot_refine,
@@ -31,7 +33,7 @@ from .refine import (
     to_probabilities,
     with_background,
 )
-from .slot_classifier import SlotClassifierParams, mix_slot_classifier
+from .slot_classifier import SlotClassifierParams, mix_slot_classifier, slot_classifier
 from .voc import VOCLayout, save_mask
 
 __all__ = ["PseudoLabelConfig", "PseudoLabelResult", "pseudo_label_image", "run_pseudo_labels", "shard"]
@@ -59,6 +61,9 @@ class PseudoLabelConfig:
             IRN's 0.15) and the slot settings were measured on EmojiVOC with
             the bundled model (README, "Weakly-supervised segmentation").
         crf: dense CRF parameters, or ``None`` for no CRF.
+        confident: IRN's confident/ignore regions (two constant backgrounds;
+            pixels where they disagree become 255) instead of ``background``,
+            or ``None``.
         max_side: images are shrunk to this longer side first (then labels upsampled back).
     """
 
@@ -70,6 +75,7 @@ class PseudoLabelConfig:
     slot_classifier: Optional[SlotClassifierParams] = field(default_factory=SlotClassifierParams)
     background: BackgroundParams = field(default_factory=BackgroundParams)
     crf: Optional[CRFParams] = field(default_factory=CRFParams)
+    confident: Optional[ConfidentRegions] = None
     max_side: int = 512
 
     def __post_init__(self) -> None:
@@ -118,14 +124,22 @@ def pseudo_label_image(
                              config.slot_sharpness)
         scores = subtract_baseline(scores, config.slot_baseline)
     scores = scores.numpy()
-    probs = to_probabilities(with_background(scores, config.background))
+    learned = None
     if classifier is not None:
-        features = [s for s in ev.slots if s.ordinal in classifier_blocks]
-        probs = mix_slot_classifier(probs, scores, features, classifier)
-    if config.crf is None:
-        mask = labels_from_scores(probs, classes)
+        learned = slot_classifier(scores, [s for s in ev.slots if s.ordinal in classifier_blocks], classifier)
+    lut = np.array([0, *classes], np.uint8)
+
+    def label_with(background: BackgroundParams) -> np.ndarray:
+        probs = to_probabilities(with_background(scores, background))
+        if classifier is not None:
+            probs = mix_slot_classifier(probs, learned, classifier.weight)
+        return labels_from_scores(probs, classes) if config.crf is None else lut[dense_crf(image, probs, config.crf)]
+
+    if config.confident is None:
+        mask = label_with(config.background)
     else:
-        mask = np.array([0, *classes], np.uint8)[dense_crf(image, probs, config.crf)]
+        mask = confident_labels(label_with(BackgroundParams("constant", config.confident.foreground)),
+                                label_with(BackgroundParams("constant", config.confident.background)))
     return PseudoLabelResult(mask, scores.astype(np.float32), classes)
 
 

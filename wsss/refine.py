@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from .evidence import SlotMaps, normalise_by_max
+from .voc import IGNORE_INDEX
 
 __all__ = [
-    "CRFParams", "BackgroundParams", "slot_refine", "subtract_baseline", "with_background", "dense_crf",
-    "labels_from_scores",
+    "CRFParams", "BackgroundParams", "ConfidentRegions", "slot_refine", "subtract_baseline", "with_background",
+    "dense_crf", "labels_from_scores", "confident_labels",
 ]
 
 
@@ -51,6 +52,26 @@ class BackgroundParams:
     def __post_init__(self) -> None:
         if self.method not in ("constant", "power"):
             raise ValueError(f"background method {self.method!r}; expected 'constant' or 'power'")
+
+
+@dataclass(frozen=True)
+class ConfidentRegions:
+    """IRN's confident and ignore regions: label twice, with a high and a low constant background.
+
+    A pixel keeps its class where it is foreground even against the high
+    background ``foreground``; it is background where it is background even
+    against the low one ``background``; the pixels in between (background
+    against the high, foreground against the low threshold) become 255
+    (ignore). IRN uses 0.30 and 0.05 for its CNN CAMs.
+    """
+
+    foreground: float = 0.30
+    background: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.background < self.foreground:
+            raise ValueError(f"confident regions (--confident FG,BG): need 0 <= background ({self.background}) < "
+                             f"foreground ({self.foreground})")
 
 
 @dataclass(frozen=True)
@@ -170,3 +191,19 @@ def to_probabilities(scores_bg: np.ndarray) -> np.ndarray:
     """Scores ``(L, H, W)`` (>= 0) to probabilities over L (normalised by their sum)."""
     s = np.clip(scores_bg, 1e-5, None)
     return s / s.sum(0, keepdims=True)
+
+
+def confident_labels(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Combine labellings against a high and a low background threshold (IRN's confident regions).
+
+    Args:
+        high: ``(H, W)`` labels made with the high background (foreground there is confident).
+        low: ``(H, W)`` labels made with the low background (background there is confident).
+
+    Returns:
+        ``(H, W)`` uint8: ``high``'s classes, 0 where both say background, 255 where they disagree.
+    """
+    out = np.asarray(high, np.uint8).copy()
+    out[out == 0] = IGNORE_INDEX
+    out[(np.asarray(high) == 0) & (np.asarray(low) == 0)] = 0
+    return out

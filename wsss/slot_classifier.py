@@ -157,14 +157,11 @@ def slot_classifier(scores: np.ndarray, slots: Sequence[SlotMaps],
     return F.interpolate(probs[None], size=(H, W), mode="bilinear", align_corners=False)[0].numpy()
 
 
-def mix_slot_classifier(probs: np.ndarray, scores: np.ndarray, slots: Sequence[SlotMaps],
-                        params: SlotClassifierParams = SlotClassifierParams()) -> np.ndarray:
-    """``(1 - weight) * probs + weight * slot classifier``; ``probs`` unchanged when it has nothing to fit.
+def mix_slot_classifier(probs: np.ndarray, learned: Optional[np.ndarray], weight: float) -> np.ndarray:
+    """``(1 - weight) * probs + weight * learned``; ``probs`` itself when the classifier had nothing to fit.
 
     Args:
-        probs: ``(n + 1, H, W)`` probabilities over background and the classes (e.g. from the scores).
-        scores: ``(n, H, W)`` the class scores the seeds come from.
-        slots: slot maps of the blocks used as features.
+        probs: ``(n + 1, H, W)`` probabilities over background and the classes (from the scores).
+        learned: :func:`slot_classifier`'s output for the same image, or ``None``.
     """
-    learned = slot_classifier(scores, slots, params)
-    return probs if learned is None else (1 - params.weight) * probs + params.weight * learned
+    return probs if learned is None else (1 - weight) * probs + weight * learned
