@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
 
     default = PseudoLabelConfig()
     pl.add_argument("--blocks", default=",".join(map(str, default.evidence.slot_blocks)),
-                    help="GLMix block ordinals used by --method slots")
+                    help="GLMix block ordinals whose slots refine the CAM (--method slots; the slot classifier "
+                         "uses every block)")
     pl.add_argument("--slot-mix", type=float, default=default.slot_mix, help="weight of slot-refined maps vs the CAM")
     pl.add_argument("--slot-sharpness", type=float, default=default.slot_sharpness,
                     help="factor on the slot logits before clustering and dispatch (>1: harder slots)")
