@@ -153,3 +153,10 @@ def test_confident_regions_combine_two_backgrounds(tiny_voc, tiny_ckpt, tmp_path
     for bad in ("0.05,0.3", "0.3"):
         assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "bad", "--confident", bad)) == 2
         assert "--confident" in capsys.readouterr().err
+
+
+def test_labels_from_reaches_the_reader(tiny_voc, tiny_ckpt, tmp_path, capsys):
+    """--labels-from xml on a layout without Annotations/ is an error naming the file expected."""
+    assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--labels-from", "xml")) == 2
+    assert "Annotations" in capsys.readouterr().err
+    assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--labels-from", "masks", "--limit", "1")) == 0

@@ -9,6 +9,7 @@ from wsss.voc import (
     VOCLayout,
     id_to_key,
     labels_from_mask,
+    labels_from_xml,
     load_cls_labels,
     read_mask,
     save_mask,
@@ -56,3 +57,69 @@ def test_mask_round_trip(tmp_path):
     mask = np.array([[0, 1, 255], [20, 15, 0]], np.uint8)
     save_mask(tmp_path / "m.png", mask)
     np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), mask)
+
+
+def _annotation(*objects: str, part: bool = True) -> str:
+    """A VOC 2012 annotation XML (its real structure) with the given object names."""
+    body = "".join(
+        f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
+        f"<difficult>{k % 2}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox>"
+        + ("<part><name>head</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>3</xmax><ymax>3</ymax></bndbox></part>"
+           if part and name == "person" else "")
+        + "</object>"
+        for k, name in enumerate(objects))
+    return (f"<annotation><folder>VOC2012</folder><filename>x.jpg</filename><size><width>500</width>"
+            f"<height>281</height><depth>3</depth></size><segmented>1</segmented>{body}</annotation>")
+
+
+def _copy_layout(tmp_path, ids):
+    """The sample's images and masks of ``ids`` with a train list, without cls_labels.npy."""
+    import shutil
+
+    src = VOCLayout(VOC_SAMPLE)
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "Annotations"):
+        (voc / sub).mkdir(parents=True)
+    for i in ids:
+        shutil.copy(src.image(i), voc / "JPEGImages")
+        shutil.copy(src.mask(i), voc / "SegmentationClass")
+    (voc / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids) + "\n")
+    return VOCLayout(tmp_path)
+
+
+def test_labels_from_annotation_xml_match_cls_labels(tmp_path):
+    """Every object counts (difficult ones too), body parts do not; equal to the official cls_labels.npy."""
+    table = load_cls_labels(VOC_SAMPLE / "voc12" / "cls_labels.npy")
+    ids = ["2007_000032", "2007_000170"]
+    layout = _copy_layout(tmp_path, ids)
+    (layout.annotation(ids[0])).write_text(_annotation("aeroplane", "aeroplane", "person", "person"))
+    (layout.annotation(ids[1])).write_text(_annotation("bottle", "person", "person", "bottle"))
+    for i in ids:
+        np.testing.assert_array_equal(labels_from_xml(layout.annotation(i)), table[id_to_key(i)])
+    xml = layout.image_labels(ids, source="xml")
+    assert all(np.array_equal(xml[i], table[id_to_key(i)]) for i in ids)
+    # auto without cls_labels.npy: the mask where there is one, else the annotation
+    (layout.voc / "SegmentationClass" / f"{ids[1]}.png").unlink()
+    layout.annotation(ids[1]).write_text(_annotation("dog"))
+    auto = layout.image_labels(ids)
+    np.testing.assert_array_equal(auto[ids[0]], labels_from_mask(read_mask(layout.mask(ids[0]))))
+    assert np.flatnonzero(auto[ids[1]]).tolist() == [11]  # dog, from the XML
+    with pytest.raises(FileNotFoundError, match="mask not found"):
+        layout.image_labels(ids, source="masks")
+
+
+def test_label_sources_name_what_is_missing_or_wrong(tmp_path):
+    layout = _copy_layout(tmp_path, ["2007_000032"])
+    (layout.voc / "SegmentationClass" / "2007_000032.png").unlink()
+    with pytest.raises(FileNotFoundError, match="no annotation .*2007_000032.xml"):
+        layout.image_labels(["2007_000032"])
+    with pytest.raises(FileNotFoundError, match="2007_000032.xml"):
+        layout.image_labels(["2007_000032"], source="xml")
+    with pytest.raises(ValueError, match="label source 'json'"):
+        layout.image_labels(["2007_000032"], source="json")
+    layout.annotation("2007_000032").write_text("<annotation><object><name>aeroplane</name>")
+    with pytest.raises(ValueError, match="not a VOC annotation XML"):
+        labels_from_xml(layout.annotation("2007_000032"))
+    layout.annotation("2007_000032").write_text(_annotation("airplane"))
+    with pytest.raises(ValueError, match="'airplane' is not a VOC class"):
+        labels_from_xml(layout.annotation("2007_000032"))

@@ -13,6 +13,8 @@ from typing import Optional, Sequence, Tuple
 
 from glmix_viz import __version__
 
+from .voc import LABEL_SOURCES
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="glmix-wsss", description="Weakly-supervised segmentation with GLNet slots.")
@@ -37,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--train-split", default="train", help="e.g. train_aug on real VOC")
     t.add_argument("--val-split", default="val")
     t.add_argument("--labels", type=Path, help="cls_labels.npy (default: VOC_ROOT/voc12/cls_labels.npy, else masks)")
+    t.add_argument("--labels-from", choices=LABEL_SOURCES, default="auto",
+                   help="image-level labels: npy (--labels), masks, xml (Annotations/<id>.xml), or auto: "
+                        "the npy file if there, else each image's mask, else its annotation")
     t.add_argument("--input-size", type=int, default=192)
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=32)
@@ -76,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="own: the model's 20-class VOC head; imagenet: an ImageNet head mapped to VOC classes")
     pl.add_argument("--out", type=Path, required=True)
     pl.add_argument("--labels", type=Path, help="cls_labels.npy (default: VOC_ROOT/voc12/cls_labels.npy, else masks)")
+    pl.add_argument("--labels-from", choices=LABEL_SOURCES, default="auto",
+                    help="image-level labels: npy (--labels), masks, xml (Annotations/<id>.xml), or auto: "
+                         "the npy file if there, else each image's mask, else its annotation")
     pl.add_argument("--method", choices=("cam", "slots"), default="slots")
     from .pipeline import PseudoLabelConfig  # the defaults live there
 
@@ -171,7 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             config = TrainConfig(
                 voc_root=str(args.voc_root), out=str(args.out), model=args.model,
                 train_split=args.train_split, val_split=args.val_split,
-                labels_file=str(args.labels) if args.labels else None,
+                labels_file=str(args.labels) if args.labels else None, labels_from=args.labels_from,
                 init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
                 input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                 clip_grad=args.clip_grad, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,

@@ -96,7 +96,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     ids = layout.ids(args.split)
     if args.limit:
         ids = ids[: args.limit]
-    labels = layout.image_labels(ids, args.labels)
+    labels = layout.image_labels(ids, args.labels, args.labels_from)
     model = load_model(args.checkpoint, args.model, args.head)
     head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
     counts = run_pseudo_labels(model, layout, ids, labels, args.out, head=head, config=config, device=device,

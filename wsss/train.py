@@ -47,6 +47,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     labels_file: Optional[str] = None
+    labels_from: str = "auto"  # image-level labels: auto, npy, masks or xml (wsss.voc.VOCLayout.image_labels)
     init_checkpoint: Optional[str] = None
     input_size: int = 192
     epochs: int = 20
@@ -77,12 +78,12 @@ class VOCClassification(torch.utils.data.Dataset):
     """
 
     def __init__(self, layout: VOCLayout, split: str, *, size: int, train: bool,
-                 labels_file: Optional[str] = None, min_scale: float = 0.8) -> None:
+                 labels_file: Optional[str] = None, labels_from: str = "auto", min_scale: float = 0.8) -> None:
         self.layout = layout
         self.ids = layout.ids(split)
         if not self.ids:
             raise ValueError(f"split {split!r} of {layout.voc} lists no images")
-        self.labels = layout.image_labels(self.ids, labels_file)
+        self.labels = layout.image_labels(self.ids, labels_file, labels_from)
         self.size = size
         self.train = train
         self.min_scale = min_scale
@@ -198,9 +199,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
 
     layout = VOCLayout(config.voc_root)
     train_set = VOCClassification(layout, config.train_split, size=config.input_size, train=True,
-                                  labels_file=config.labels_file, min_scale=config.min_scale)
+                                  labels_file=config.labels_file, labels_from=config.labels_from,
+                                  min_scale=config.min_scale)
     val_set = VOCClassification(layout, config.val_split, size=config.input_size, train=False,
-                                labels_file=config.labels_file)
+                                labels_file=config.labels_file, labels_from=config.labels_from)
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator,

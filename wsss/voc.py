@@ -6,6 +6,7 @@ Layout (``root`` is the folder that holds ``VOCdevkit``)::
     root/VOCdevkit/VOC2012/SegmentationClass/<id>.png         palette PNG, 0..20, 255 = void
     root/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png      (SBD-augmented masks, optional)
     root/VOCdevkit/VOC2012/ImageSets/Segmentation/<split>.txt
+    root/VOCdevkit/VOC2012/Annotations/<id>.xml               detection annotations (object names)
     root/voc12/cls_labels.npy                                 image-level labels (IRN/PSA format)
 
 ``cls_labels.npy`` is a pickled dict: key = int id without the underscore
@@ -29,6 +30,8 @@ __all__ = [
     "VOCLayout",
     "id_to_key",
     "labels_from_mask",
+    "labels_from_xml",
+    "LABEL_SOURCES",
     "load_cls_labels",
     "save_cls_labels",
     "read_mask",
@@ -42,6 +45,7 @@ VOC_CLASSES = (
 VOC_FOREGROUND = VOC_CLASSES[1:]
 NUM_CLASSES = len(VOC_CLASSES)
 IGNORE_INDEX = 255
+LABEL_SOURCES = ("auto", "npy", "masks", "xml")
 
 PathLike = Union[str, Path]
 
@@ -75,6 +79,30 @@ def labels_from_mask(mask: np.ndarray) -> np.ndarray:
     out = np.zeros(NUM_CLASSES - 1, np.float32)
     fg = present[(present > 0) & (present < NUM_CLASSES)]
     out[fg - 1] = 1.0
+    return out
+
+
+def labels_from_xml(path: PathLike) -> np.ndarray:
+    """Image-level labels ``(20,)`` float32 from a VOC annotation XML.
+
+    Every ``<object>``'s ``<name>`` counts, "difficult" ones included (as the
+    ``cls_labels.npy`` of IRN/PSA); part names (``<part><name>head``) do not.
+    """
+    import xml.etree.ElementTree as ET
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation not found: {path}")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise ValueError(f"{path}: not a VOC annotation XML ({err})") from err
+    out = np.zeros(NUM_CLASSES - 1, np.float32)
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in VOC_FOREGROUND:
+            raise ValueError(f"{path}: object name {name!r} is not a VOC class ({', '.join(VOC_FOREGROUND)})")
+        out[VOC_FOREGROUND.index(name)] = 1.0
     return out
 
 
@@ -170,13 +198,40 @@ class VOCLayout:
     def cls_labels_file(self) -> Path:
         return self.root / "voc12" / "cls_labels.npy"
 
-    def image_labels(self, ids: List[str], labels_file: Optional[PathLike] = None) -> Dict[str, np.ndarray]:
-        """Image-level labels ``{id: (20,)}``: from ``cls_labels.npy`` if there, else from the masks."""
+    def annotation(self, image_id: str) -> Path:
+        return self.voc / "Annotations" / f"{image_id}.xml"
+
+    def image_labels(self, ids: List[str], labels_file: Optional[PathLike] = None,
+                     source: str = "auto") -> Dict[str, np.ndarray]:
+        """Image-level labels ``{id: (20,)}``.
+
+        Args:
+            ids: image ids.
+            labels_file: a ``cls_labels.npy`` (default ``root/voc12/cls_labels.npy``).
+            source: ``"npy"`` (the labels file), ``"masks"`` (classes in the
+                ground-truth mask), ``"xml"`` (``Annotations/<id>.xml``), or
+                ``"auto"``: the labels file if there (or given), else each
+                id's mask if there, else its annotation XML.
+        """
+        if source not in LABEL_SOURCES:
+            raise ValueError(f"label source {source!r}: expected one of {', '.join(LABEL_SOURCES)}")
         path = Path(labels_file) if labels_file else self.cls_labels_file()
-        if path.is_file() or labels_file:
+        if source == "npy" or (source == "auto" and (path.is_file() or labels_file)):
             table = load_cls_labels(path)
             missing = [i for i in ids if id_to_key(i) not in table]
             if missing:
                 raise ValueError(f"{path} has no labels for {len(missing)} ids, e.g. {missing[:3]}")
             return {i: table[id_to_key(i)] for i in ids}
-        return {i: labels_from_mask(read_mask(self.mask(i))) for i in ids}
+        out = {}
+        for i in ids:
+            mask, xml = self.mask(i), self.annotation(i)
+            if source == "xml" or (source == "auto" and not mask.is_file() and xml.is_file()):
+                out[i] = labels_from_xml(xml)
+            elif mask.is_file():
+                out[i] = labels_from_mask(read_mask(mask))
+            elif source == "auto":
+                raise FileNotFoundError(f"no image-level labels for {i}: no {path}, no mask {mask}, "
+                                        f"no annotation {xml}")
+            else:
+                raise FileNotFoundError(f"mask not found: {mask} (labels from masks)")
+        return out
