@@ -7,8 +7,9 @@
    CRF, with and without the per-image slot classifier (the default has it;
    its per-class IoU too), on a freshly generated EmojiVOC train split (a
    seed the demo model never saw), with the background threshold fixed (the
-   default) and swept (best); plus the block/mix choices behind the default (evidence is computed once per
-   image with every GLMix block captured, then each variant is scored).
+   default) and swept (best); plus the block/mix choices behind the default
+   (evidence is computed once per image with every GLMix block captured, then
+   each variant is scored).
 2. Throughput on VOC-size images (500x375): pseudo-labels per second with the
    demo model and with glnet_stl (ImageNet head, random weights), and the CRF
    time per image against a bare pydensecrf call on the same input.
