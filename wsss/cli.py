@@ -16,6 +16,14 @@ from glmix_viz import __version__
 from .voc import LABEL_SOURCES
 
 
+def _add_label_args(parser: argparse.ArgumentParser) -> None:
+    """``--labels`` and ``--labels-from``: where image-level labels come from."""
+    parser.add_argument("--labels", type=Path, help="cls_labels.npy (default: VOC_ROOT/voc12/cls_labels.npy)")
+    parser.add_argument("--labels-from", choices=LABEL_SOURCES, default="auto",
+                        help="image-level labels: npy (--labels), masks, xml (Annotations/<id>.xml), or auto: "
+                             "the npy file if there, else each image's mask, else its annotation")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="glmix-wsss", description="Weakly-supervised segmentation with GLNet slots.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -38,10 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init-checkpoint", type=Path, help="initialise from this (e.g. official) checkpoint; head replaced")
     t.add_argument("--train-split", default="train", help="e.g. train_aug on real VOC")
     t.add_argument("--val-split", default="val")
-    t.add_argument("--labels", type=Path, help="cls_labels.npy (default: VOC_ROOT/voc12/cls_labels.npy, else masks)")
-    t.add_argument("--labels-from", choices=LABEL_SOURCES, default="auto",
-                   help="image-level labels: npy (--labels), masks, xml (Annotations/<id>.xml), or auto: "
-                        "the npy file if there, else each image's mask, else its annotation")
+    _add_label_args(t)
     t.add_argument("--input-size", type=int, default=192)
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=32)
@@ -80,10 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--head", choices=("own", "imagenet"), default="own",
                     help="own: the model's 20-class VOC head; imagenet: an ImageNet head mapped to VOC classes")
     pl.add_argument("--out", type=Path, required=True)
-    pl.add_argument("--labels", type=Path, help="cls_labels.npy (default: VOC_ROOT/voc12/cls_labels.npy, else masks)")
-    pl.add_argument("--labels-from", choices=LABEL_SOURCES, default="auto",
-                    help="image-level labels: npy (--labels), masks, xml (Annotations/<id>.xml), or auto: "
-                         "the npy file if there, else each image's mask, else its annotation")
+    _add_label_args(pl)
     pl.add_argument("--method", choices=("cam", "slots"), default="slots")
     from .pipeline import PseudoLabelConfig  # the defaults live there
 
