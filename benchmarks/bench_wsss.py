@@ -121,11 +121,12 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
     for image, gt, classes, ev in kept:
         refined = {}
         scores = {row: _variant_scores(ev, variants[name], refined) for row, (name, _) in crf_rows.items()}
+        # one fit per image and row (it does not depend on the background); every block, as the default
+        learned = {row: slot_classifier(scores[row], ev.slots, clf) for row, (_, fit) in crf_rows.items() if fit}
         for (row, bg), acc in crf_accs.items():
             probs = to_probabilities(with_background(scores[row], BackgroundParams(threshold=bg)))
-            if crf_rows[row][1]:
-                learned = slot_classifier(scores[row], ev.slots, clf)  # every block: the default
-                probs = mix_slot_classifier(probs, learned, clf.weight)
+            if row in learned:
+                probs = mix_slot_classifier(probs, learned[row], clf.weight)
             acc.add(np.array([0, *classes], np.uint8)[dense_crf(image, probs)], gt)
     dt = time.perf_counter() - t0
     bg0 = default.background.threshold

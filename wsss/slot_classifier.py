@@ -10,9 +10,9 @@ A multinomial logistic regression fitted on one image's confident pixels
 (seeds: best class score >= ``foreground`` -> that class, best class score <
 ``background`` -> background) then labels every pixel by the slots it shares
 with the seeds. It is AffinityNet/IRN's seed-and-propagate idea with the
-model's own slots as the affinity, fitted per image in milliseconds, with
-nothing trained across images. Its probabilities are averaged with the
-scores' own (``weight``) before the dense CRF.
+model's own slots as the affinity, fitted per image in a fraction of a
+second, with nothing trained across images. Its probabilities are averaged
+with the scores' own (``weight``) before the dense CRF.
 """
 from __future__ import annotations
 

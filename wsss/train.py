@@ -69,6 +69,11 @@ class TrainConfig:
     position_negatives: float = 0.0  # weight of the per-position loss on classes absent from the tile (wsss.mosaic)
     pos_weight: Tuple[float, ...] = ()  # BCE weight of each class's positives (20 values; empty: all 1)
 
+    def __post_init__(self) -> None:
+        if self.pos_weight and len(self.pos_weight) != NUM_CLASSES - 1:
+            raise ValueError(f"pos_weight has {len(self.pos_weight)} values, expected {NUM_CLASSES - 1} "
+                             "(one per class)")
+
 
 class VOCClassification(torch.utils.data.Dataset):
     """Images of a VOC split with their image-level labels.
@@ -224,9 +229,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         with torch.no_grad():
             model.get_classifier().bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))))
     model.to(device)
-    if config.pos_weight and len(config.pos_weight) != NUM_CLASSES - 1:
-        raise ValueError(f"pos_weight has {len(config.pos_weight)} values, expected {NUM_CLASSES - 1} "
-                         "(one per class)")
     pos_weight = torch.tensor(config.pos_weight, device=device) if config.pos_weight else None
     stride = model.feature_info[-1]["reduction"] if config.mosaic > 0 else 0
     if not 0 <= config.mosaic <= 1 or (stride and config.input_size % stride):
