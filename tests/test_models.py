@@ -166,6 +166,63 @@ def test_fused_cpu_inference_equals_plain_path(name, monkeypatch):
     assert (fused - fx["logits"]).abs().max() < TOL
 
 
+def _plain(model, x):
+    from glmix_viz.models import _fused
+
+    _fused.set_fused_inference(False)
+    try:
+        return model(x)
+    finally:
+        _fused.set_fused_inference(True)
+
+
+def test_packed_weights_follow_input_shapes_and_weight_changes():
+    from glmix_viz.models import _fused
+
+    model, fx = build_from_fixture("tiny_4g")
+    x = fx["input"]
+    _fused.clear_packed_weights()
+    with torch.no_grad():
+        for inp in (x, x[:1], torch.cat([x, x.flip(-1)]), x):  # shapes change: packs for each, none reused wrongly
+            assert (model(inp) - _plain(model, inp)).abs().max() < 1e-5
+        assert _fused._packed_cache, "no weight was packed"
+        sizes = [len(e) for e in _fused._packed_cache.values()]
+        assert max(sizes) == _fused.PACKS_PER_WEIGHT  # one pack per recent input shape, no more
+        before = model(x)
+        for p in model.parameters():  # in place, as an optimizer step or load_state_dict does
+            p.mul_(1.1)
+        after = model(x)
+    assert (after - _plain(model, x)).abs().max() < 1e-5
+    assert (after - before).abs().max() > 1e-3  # the stale packs were not used
+
+
+def test_packed_weights_are_freed_with_the_model():
+    import gc
+
+    from glmix_viz.models import _fused
+
+    _fused.clear_packed_weights()
+    model = timm.create_model("test_glnet").eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert _fused._packed_cache
+    del model
+    gc.collect()
+    assert not _fused._packed_cache
+
+
+def test_model_made_under_inference_mode_runs_fused_unpacked():
+    from glmix_viz.models import _fused
+
+    _fused.clear_packed_weights()
+    with torch.inference_mode():  # its parameters track no version: nothing may be cached for them
+        model = timm.create_model("test_glnet").eval()
+        x = torch.randn(2, 3, 64, 64)
+        out = model(x)
+        assert not _fused._packed_cache
+        assert (out - _plain(model, x)).abs().max() < 1e-5
+
+
 @pytest.mark.parametrize("mlp_dw", [False, True])
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 40])  # one image per group / the whole batch at once
 def test_fused_mlp_in_image_groups_equals_plain_mlp(mlp_dw, chunk_bytes, monkeypatch):

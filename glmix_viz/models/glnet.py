@@ -294,14 +294,17 @@ class GLMixBlock(nn.Module):
         B, C, H, W = x.shape
         logits, slots = self.group(x, init_slots)
         gamma = self.ls1.gamma.reshape(-1) if isinstance(self.ls1, LayerScale) else None
+        pw1, dw, pw2 = self.feature_conv
+        hidden = _fused.conv(x, pw1)
+        hidden = _fused.conv(hidden, dw) if hidden is not None else None
+        out = _fused.conv_add(hidden, shortcut, pw2, gamma) if hidden is not None else None  # new, channels_last
+        if out is None:
+            return None
         if gamma is not None:
             slots = slots * gamma
-        shortcut = shortcut.contiguous(memory_format=torch.channels_last)
-        acc = torch.baddbmm(
-            shortcut.permute(0, 2, 3, 1).reshape(B, H * W, C), torch.softmax(logits, dim=1).transpose(1, 2), slots
-        ).view(B, H, W, C).permute(0, 3, 1, 2)  # shortcut + dispatch, channels_last
-        pw1, dw, pw2 = self.feature_conv
-        return _fused.conv_add(dw(pw1(x)), acc, pw2, gamma)
+        # + dispatch, accumulated in place into the (B, N, C) view of the block's own output
+        out.permute(0, 2, 3, 1).view(B, H * W, C).baddbmm_(torch.softmax(logits, dim=1).transpose(1, 2), slots)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         init_slots = self.initial_slots(x)  # the release pools before the position embedding
