@@ -211,6 +211,48 @@ def test_packed_weights_are_freed_with_the_model():
     assert not _fused._packed_cache
 
 
+def test_fused_sequential_folds_batchnorm_and_gelu():
+    from glmix_viz.models import _fused
+
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.GELU(),
+                        nn.Conv2d(8, 16, 2, stride=2), nn.BatchNorm2d(16),  # the release's stem, "proj.norm"
+                        nn.BatchNorm2d(16), nn.Conv2d(16, 8, 2, stride=2))  # "norm.proj" downsampling
+    for bn in (seq[1], seq[4], seq[5]):  # statistics and affine parameters far from the identity
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.2, 3), bn.weight.data.uniform_(0.5, 2)
+        bn.bias.data.uniform_(-1, 1)
+    seq.eval()
+    x = torch.randn(2, 3, 20, 28)
+    calls = []
+    conv = _fused._conv
+    with torch.no_grad():
+        expected = seq(x)
+        _fused._conv = lambda *a, **k: calls.append(a[5] if len(a) > 5 else k.get("unary")) or conv(*a, **k)
+        try:
+            got = _fused.sequential(seq, x)
+        finally:
+            _fused._conv = conv
+    assert calls == ["gelu", "none", "none"]  # three folded convolutions, the first with its GELU
+    assert (got - expected).abs().max() < 1e-5
+
+
+def test_hooks_on_fused_submodules_still_fire():
+    model = timm.create_model("test_glnet").eval()
+    block = next(m for m in model.modules() if type(m).__name__ == "GLMixBlock")
+    seen = []
+    handles = [m.register_forward_hook(lambda m, i, o, n=n: seen.append(n))
+               for n, m in [("fc1", block.mlp[0]), ("pw1", block.feature_conv[0]), ("stem", model.downsample_layers[0][0])]]
+    x = torch.randn(1, 3, 64, 64)
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    assert sorted(seen) == ["fc1", "pw1", "stem"]
+    assert (out - _plain(model, x)).abs().max() < 1e-5
+
+
 def test_model_made_under_inference_mode_runs_fused_unpacked():
     from glmix_viz.models import _fused
 

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "set_fused_inference", "fused_inference_enabled", "can_fuse", "conv", "conv_add", "conv_mlp_residual",
-    "linear", "images_per_chunk", "clear_packed_weights", "CHUNK_BYTES",
+    "linear", "sequential", "hookless", "images_per_chunk", "clear_packed_weights", "CHUNK_BYTES",
+    "PACKS_PER_WEIGHT",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ images; other shapes are packed again when they come (one fast reorder, as
 the plain path does on every call).
 """
 
-# (id(weight), id(scale)) -> [(stamp of weight and scale, input shape, packed weight), ...], newest first
-_packed_cache: Dict[Tuple[int, int], List[Tuple[tuple, tuple, torch.Tensor]]] = {}
+# id(weight) -> [(stamp of the weight and what it was scaled by, input shape, packed weight), ...], newest first
+_packed_cache: Dict[int, List[Tuple[tuple, tuple, torch.Tensor]]] = {}
 
 
 def clear_packed_weights() -> None:
@@ -97,26 +98,34 @@ def _stamp(t: Optional[torch.Tensor]) -> Optional[tuple]:
     return None if t is None else (t._version, t.data_ptr(), t.dtype, tuple(t.shape))
 
 
-def _packed(
-    weight: torch.Tensor, x: torch.Tensor, padding: Sequence[int], groups: int, scale: Optional[torch.Tensor] = None
-) -> torch.Tensor:
-    """``weight`` (times ``scale`` per output channel) as a 4-d convolution weight in oneDNN's layout for ``x``.
+def _scaled(w: torch.Tensor, scale: Optional[torch.Tensor], dim: int) -> torch.Tensor:
+    if scale is None:
+        return w
+    return w * (scale.reshape(-1, 1, 1, 1) if dim == 0 else scale.reshape(1, -1, 1, 1))
 
-    Cached per ``(weight, scale)`` and input shape (see :data:`PACKS_PER_WEIGHT`)
-    until either tensor changes; the entries go when ``weight`` is freed. A
-    weight without a version counter (made under ``torch.inference_mode``) is
-    returned unpacked rather than cached blindly.
+
+def _packed(
+    weight: torch.Tensor, x: torch.Tensor, padding: Sequence[int], groups: int, stride: Sequence[int] = _S1,
+    scale: Optional[torch.Tensor] = None, depends: Sequence[torch.Tensor] = (), scale_dim: int = 0,
+) -> torch.Tensor:
+    """``weight`` (times ``scale`` along ``scale_dim``) as a 4-d convolution weight in oneDNN's layout for ``x``.
+
+    Cached per weight and input shape (see :data:`PACKS_PER_WEIGHT`) until the
+    weight or one of ``depends`` (the tensors ``scale`` is made of) changes;
+    the entries go when ``weight`` is freed. A weight without a version
+    counter (made under ``torch.inference_mode``) is returned unpacked rather
+    than cached blindly.
 
     Shape:
-        ``weight: (C_out, C_in / groups, kh, kw)`` or ``(C_out, C_in)``; ``x``: the
-        ``(B, C_in, H, W)`` input it will meet.
+        ``weight: (C_out, C_in / groups, kh, kw)`` or ``(C_out, C_in)``; ``scale: (C_out,)`` or
+        ``(C_in,)``; ``x``: the ``(B, C_in, H, W)`` input it will meet.
     """
     w = weight if weight.dim() == 4 else weight.view(*weight.shape, 1, 1)
     try:
-        stamp = (_stamp(weight), _stamp(scale))
+        stamp = (_stamp(weight), tuple(_stamp(d) for d in depends), tuple(padding), tuple(stride), groups, scale_dim)
     except RuntimeError:  # inference tensors track no version
-        return w if scale is None else w * scale.reshape(-1, 1, 1, 1)
-    key, shape = (id(weight), id(scale)), tuple(x.shape)
+        return _scaled(w, scale, scale_dim)
+    key, shape = id(weight), tuple(x.shape)
     entries = _packed_cache.get(key)
     if entries is None:
         entries = _packed_cache[key] = []
@@ -126,42 +135,110 @@ def _packed(
             if i:
                 entries.insert(0, entries.pop(i))
             return packed
-    if scale is not None:
-        w = w * scale.reshape(-1, 1, 1, 1)
-    packed = torch._C._nn.mkldnn_reorder_conv2d_weight(w.detach().to_mkldnn(), list(padding), _S1, _S1, groups,
-                                                       list(shape))
+    packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+        _scaled(w, scale, scale_dim).detach().to_mkldnn(), list(padding), list(stride), _S1, groups, list(shape)
+    )
     entries[:] = [(stamp, shape, packed)] + [e for e in entries if e[0] == stamp][:PACKS_PER_WEIGHT - 1]
     return packed
 
 
-def _conv(x, w, b, padding, groups, unary="none"):
-    w = _packed(w, x, padding, groups)
-    return _ops._convolution_pointwise(x, w, b, padding, _S1, _S1, groups, unary, [None], "none")
+def _conv(x, w, b, padding, groups, unary="none", stride=_S1, scale=None, depends=(), scale_dim=0):
+    w = _packed(w, x, padding, groups, stride, scale, depends, scale_dim)
+    return _ops._convolution_pointwise(x, w, b, padding, stride, _S1, groups, unary, [None], "none")
 
 
 def conv(x: torch.Tensor, conv: nn.Conv2d) -> Optional[torch.Tensor]:
-    """``conv(x)`` (stride 1, no dilation) on oneDNN with the packed weight; ``None`` when it cannot run.
+    """``conv(x)`` (no dilation) on oneDNN with the packed weight; ``None`` when it cannot run.
 
     Shape:
-        ``(B, C_in, H, W) -> (B, C_out, H, W)`` (channels_last).
+        ``(B, C_in, H, W) -> (B, C_out, H', W')`` (channels_last).
     """
     try:
         return _conv(x.contiguous(memory_format=torch.channels_last), conv.weight, conv.bias,
-                     list(conv.padding), conv.groups)
+                     list(conv.padding), conv.groups, stride=list(conv.stride))
     except RuntimeError as err:
         _disable(err)
         return None
 
 
+def _plain_conv(conv: nn.Module) -> bool:
+    return (isinstance(conv, nn.Conv2d) and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str))
+
+
+def _frozen_bn(norm: nn.Module) -> bool:
+    return (type(norm) is nn.BatchNorm2d and norm.track_running_stats and norm.running_var is not None
+            and norm.affine and not norm.training)
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as ``x * s + t``, per channel."""
+    s = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return s, bn.bias - bn.running_mean * s
+
+
+def hookless(*modules: nn.Module) -> bool:
+    """Whether no forward (pre-)hook is registered on ``modules`` or globally (fusing would skip them)."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``seq(x)`` with BatchNorms folded into the convolutions next to them, run as packed oneDNN convolutions.
+
+    ``Conv2d, BatchNorm2d[, GELU]`` becomes one convolution (the GELU its
+    post-op when exact); ``BatchNorm2d, Conv2d`` too when the convolution has
+    no padding and no groups (the release's "norm.proj" downsampling). The
+    running statistics and affine parameters go into the convolution's weight
+    and bias, so inference only: call under :func:`can_fuse` with ``seq`` in
+    eval mode. Other modules run as they are; so does all of ``seq`` if any
+    of its modules carries a hook.
+
+    Shape:
+        as ``seq``.
+    """
+    mods = list(seq)
+    if not hookless(seq, *mods):
+        return seq(x)
+    i = 0
+    while i < len(mods):
+        a, b = mods[i], mods[i + 1] if i + 1 < len(mods) else None
+        fused = None
+        try:
+            if _enabled and b is not None and _plain_conv(a) and _frozen_bn(b):  # conv -> BN [-> GELU]
+                s, t = _bn_affine(b)
+                gelu = i + 2 < len(mods) and type(mods[i + 2]) is nn.GELU and mods[i + 2].approximate == "none"
+                bias = t if a.bias is None else a.bias * s + t
+                fused = _conv(x.contiguous(memory_format=torch.channels_last), a.weight, bias, list(a.padding),
+                              a.groups, "gelu" if gelu else "none", list(a.stride), s, (b.weight, b.running_var))
+                step = 3 if gelu else 2
+            elif (_enabled and b is not None and _frozen_bn(a) and _plain_conv(b) and b.groups == 1
+                  and tuple(b.padding) == (0, 0)):  # BN -> conv without padding
+                s, t = _bn_affine(a)
+                bias = torch.einsum("oikl,i->o", b.weight, t) + (0 if b.bias is None else b.bias)
+                fused = _conv(x.contiguous(memory_format=torch.channels_last), b.weight, bias, _P0, 1, "none",
+                              list(b.stride), s, (a.weight, a.running_var), scale_dim=1)
+                step = 2
+        except RuntimeError as err:
+            _disable(err)
+        if fused is None:
+            x, step = a(x), 1
+        else:
+            x = fused
+        i += step
+    return x
+
+
 def _conv_add(x, other, w, b, padding, groups, scale=None):
     """``other + conv(x)`` in one pass, the weight times ``scale`` (``other`` has the output's shape and layout)."""
-    w = _packed(w, x, padding, groups, scale)
+    w = _packed(w, x, padding, groups, _S1, scale, () if scale is None else (scale,))
     return _ops._convolution_pointwise(x, other, w, b, padding, _S1, _S1, groups, "add", 1.0, None, [], None)
 
 
 def _conv_add_(other, x, w, b, padding, groups, scale=None):
     """``other += conv(x)`` in one pass, in place, the weight times ``scale``."""
-    w = _packed(w, x, padding, groups, scale)
+    w = _packed(w, x, padding, groups, _S1, scale, () if scale is None else (scale,))
     return _ops._convolution_pointwise_(other, x, w, b, padding, _S1, _S1, groups, "add", 1.0, None, [], None)
 
 

@@ -150,7 +150,7 @@ def _pos_conv(dim: int, cpe_ks: int) -> Optional[nn.Conv2d]:
 
 def _conv_mlp_residual(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x + drop_path(ls2(mlp(norm2(x))))``, fused on CPU inference (see ``_fused``)."""
-    if not block.training and _fused.can_fuse(x):
+    if not block.training and _fused.can_fuse(x) and _fused.hookless(block.mlp, *block.mlp, block.ls2):
         gamma = block.ls2.gamma if isinstance(block.ls2, LayerScale) else None
         out = _fused.conv_mlp_residual(x, block.norm2(x), block.mlp, gamma, inplace=True)
         if out is not None:
@@ -310,7 +310,8 @@ class GLMixBlock(nn.Module):
         init_slots = self.initial_slots(x)  # the release pools before the position embedding
         if self.with_conv_pos_emb:
             x = x + self.pos_conv(x)
-        if not self.training and isinstance(self.feature_conv, nn.Sequential) and _fused.can_fuse(x):
+        if (not self.training and isinstance(self.feature_conv, nn.Sequential) and _fused.can_fuse(x)
+                and _fused.hookless(self.feature_conv, *self.feature_conv, self.ls1)):
             out = self._mix_residual_fused(x, self.norm1(x), init_slots)
             x = out if out is not None else x + self.ls1(self.mix(self.norm1(x), init_slots))
         else:
@@ -694,8 +695,15 @@ class GLNet(nn.Module):
         self._init_weights(head)
         return head.to(device=ref.device, dtype=ref.dtype)
 
+    def _transition(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Stem (``i = 0``) or downsampling layer ``i``; BatchNorm folded into its convolution on CPU inference."""
+        layer = self.downsample_layers[i]
+        if not self.training and isinstance(layer, nn.Sequential) and _fused.can_fuse(x):
+            return _fused.sequential(layer, x)
+        return layer(x)
+
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample_layers[0](x)
+        return self._transition(0, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features.
@@ -705,7 +713,7 @@ class GLNet(nn.Module):
         """
         x = x.contiguous(memory_format=torch.channels_last)
         for i in range(4):
-            x = self.stages[i](self.downsample_layers[i](x))
+            x = self.stages[i](self._transition(i, x))
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -747,7 +755,7 @@ class GLNet(nn.Module):
         intermediates = []
         x = x.contiguous(memory_format=torch.channels_last)
         for i in range(last + 1):
-            x = self.stages[i](self.downsample_layers[i](x))
+            x = self.stages[i](self._transition(i, x))
             if i in take_indices:
                 intermediates.append(self.norm(x) if norm and i == len(self.stages) - 1 else x)
         if intermediates_only:
