@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -39,7 +40,7 @@ from glmix_viz.models.demo import load_demo_model  # noqa: E402
 from wsss.emojivoc import make_emojivoc  # noqa: E402
 from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence  # noqa: E402
 from wsss.metrics import ConfusionAccumulator  # noqa: E402
-from wsss.pipeline import PseudoLabelConfig, pseudo_label_image  # noqa: E402
+from wsss.pipeline import PseudoLabelConfig, pseudo_label_from_evidence, pseudo_label_image  # noqa: E402
 from wsss.refine import (  # noqa: E402
     BackgroundParams,
     CRFParams,
@@ -47,10 +48,8 @@ from wsss.refine import (  # noqa: E402
     labels_from_scores,
     slot_refine,
     subtract_baseline,
-    to_probabilities,
     with_background,
 )
-from wsss.slot_classifier import mix_slot_classifier, slot_classifier  # noqa: E402
 from wsss.voc import VOCLayout, read_mask  # noqa: E402
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -72,6 +71,17 @@ def _variant_scores(ev, spec, refined: Optional[dict] = None) -> np.ndarray:
         by_ordinal = {s.ordinal: s for s in ev.slots}
         refined[spec[:3]] = slot_refine(ev.cams, [by_ordinal[b] for b in spec[0]], spec[1], spec[2])
     return subtract_baseline(refined[spec[:3]], spec[3]).numpy()
+
+
+def _config(default: PseudoLabelConfig, spec, classifier: bool, background: float) -> PseudoLabelConfig:
+    """The pipeline's config for a variant (``spec`` None: CAM only), with or without the slot classifier."""
+    bg = BackgroundParams(threshold=background)
+    if spec is None:
+        return replace(default, method="cam", slot_classifier=None, background=bg)
+    blocks, mix, sharpness, baseline = spec
+    return replace(default, evidence=replace(default.evidence, slot_blocks=tuple(blocks)), slot_mix=mix,
+                   slot_sharpness=sharpness, slot_baseline=baseline, background=bg,
+                   slot_classifier=default.slot_classifier if classifier else None)
 
 
 def quality(model, layout: VOCLayout, ids, args) -> None:
@@ -117,17 +127,11 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
                for name, _ in crf_rows.values()}
     crf_accs = {(row, bg): ConfusionAccumulator() for row, (name, _) in crf_rows.items()
                 for bg in sorted({default.background.threshold, best_bg[name]})}
-    clf = default.slot_classifier
-    for image, gt, classes, ev in kept:
-        refined = {}
-        scores = {row: _variant_scores(ev, variants[name], refined) for row, (name, _) in crf_rows.items()}
-        # one fit per image and row (it does not depend on the background); every block, as the default
-        learned = {row: slot_classifier(scores[row], ev.slots, clf) for row, (_, fit) in crf_rows.items() if fit}
+    for image, gt, classes, ev in kept:  # the pipeline itself, on the evidence computed above
         for (row, bg), acc in crf_accs.items():
-            probs = to_probabilities(with_background(scores[row], BackgroundParams(threshold=bg)))
-            if row in learned:
-                probs = mix_slot_classifier(probs, learned[row], clf.weight)
-            acc.add(np.array([0, *classes], np.uint8)[dense_crf(image, probs)], gt)
+            name, classifier = crf_rows[row]
+            config = _config(default, variants[name], classifier, bg)
+            acc.add(pseudo_label_from_evidence(image, ev, config).mask, gt)
     dt = time.perf_counter() - t0
     bg0 = default.background.threshold
     print(f"\n1. pseudo-mask quality on {len(ids)} EmojiVOC train images (seed {args.seed}), {dt:.0f} s")

@@ -160,3 +160,43 @@ def test_labels_from_reaches_the_reader(tiny_voc, tiny_ckpt, tmp_path, capsys):
     assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--labels-from", "xml")) == 2
     assert "Annotations" in capsys.readouterr().err
     assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--labels-from", "masks", "--limit", "1")) == 0
+
+
+def test_pipeline_from_evidence_equals_pipeline_from_model(tiny_voc, tiny_ckpt):
+    """pseudo_label_image == evidence with evidence_config + pseudo_label_from_evidence, for every method."""
+    from glmix_viz.images import load_image, normalize
+    from glmix_viz.models import load_checkpoint
+    from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence
+    from wsss.slot_classifier import SlotClassifierParams
+
+    model = load_checkpoint(timm.create_model("test_glnet", num_classes=20), tiny_ckpt).eval()
+    head = ClassHead.from_model(model)
+    layout = VOCLayout(tiny_voc)
+    image_id = layout.ids("train")[0]
+    image = np.asarray(load_image(layout.image(image_id), max_side=160))
+    classes = sorted(c + 1 for c in np.flatnonzero(layout.image_labels([image_id])[image_id]))
+    base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,), slot_blocks=(2, 4)), crf=None)
+    cases = {  # config -> the blocks its evidence must hold
+        "default": (base, (1, 2, 3, 4)),  # the slot classifier uses every block
+        "cam": (replace(base, method="cam"), ()),
+        "no classifier": (replace(base, slot_classifier=None), (2, 4)),
+        "classifier on 1": (replace(base, evidence=replace(base.evidence, slot_blocks=(4,)),
+                                    slot_classifier=SlotClassifierParams(blocks=(1,))), (1, 4)),
+    }
+    every_block = compute_evidence(model, normalize(image), classes, head,
+                                   replace(base.evidence, slot_blocks=(1, 2, 3, 4)))
+    with torch.no_grad():
+        for name, (cfg, blocks) in cases.items():
+            ev_cfg = pipeline.evidence_config(model, cfg)
+            assert ev_cfg.slot_blocks == blocks, name
+            ev = compute_evidence(model, normalize(image), classes, head, ev_cfg)
+            want = pipeline.pseudo_label_image(model, image, classes, head, cfg)
+            got = pipeline.pseudo_label_from_evidence(image, ev, cfg)
+            np.testing.assert_array_equal(got.mask, want.mask, err_msg=name)
+            np.testing.assert_array_equal(got.scores, want.scores, err_msg=name)
+            # extra blocks in the evidence change nothing: each step takes only its own blocks
+            np.testing.assert_array_equal(pipeline.pseudo_label_from_evidence(image, every_block, cfg).mask,
+                                          want.mask, err_msg=name)
+    lacking = replace(every_block, slots=tuple(s for s in every_block.slots if s.ordinal != 4))
+    with pytest.raises(ValueError, match=r"no slots of blocks \[4\]"):
+        pipeline.class_scores(lacking, base)

@@ -20,7 +20,7 @@ from glmix_viz.capture import glmix_blocks
 from glmix_viz.fileio import atomic_write
 from glmix_viz.images import load_image, normalize
 
-from .evidence import ClassHead, EvidenceConfig, compute_evidence
+from .evidence import ClassHead, Evidence, EvidenceConfig, compute_evidence
 from .refine import (
     BackgroundParams,
     ConfidentRegions,
@@ -36,7 +36,10 @@ from .refine import (
 from .slot_classifier import SlotClassifierParams, mix_slot_classifier, slot_classifier
 from .voc import VOCLayout, save_mask
 
-__all__ = ["PseudoLabelConfig", "PseudoLabelResult", "pseudo_label_image", "run_pseudo_labels", "shard"]
+__all__ = [
+    "PseudoLabelConfig", "PseudoLabelResult", "evidence_config", "class_scores", "pseudo_label_from_evidence",
+    "pseudo_label_image", "run_pseudo_labels", "shard",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -94,39 +97,58 @@ class PseudoLabelResult:
     classes: Tuple[int, ...]
 
 
-def pseudo_label_image(
-    model: torch.nn.Module, image: np.ndarray, classes: Sequence[int], head: ClassHead,
-    config: PseudoLabelConfig = PseudoLabelConfig(), device: torch.device = torch.device("cpu"),
+def evidence_config(model: torch.nn.Module,
+                    config: PseudoLabelConfig = PseudoLabelConfig()) -> EvidenceConfig:
+    """The evidence ``config`` needs from ``model``: its CAM settings, with every slot block it uses captured.
+
+    Those are the refinement's blocks (``method="slots"``) and the slot
+    classifier's (all of the model's GLMix blocks unless it names some).
+    """
+    if config.method != "slots":
+        return replace(config.evidence, slot_blocks=())
+    blocks = set(config.evidence.slot_blocks)
+    if config.slot_classifier is not None:
+        blocks |= set(config.slot_classifier.blocks or range(1, len(glmix_blocks(model)) + 1))
+    return replace(config.evidence, slot_blocks=tuple(sorted(blocks)))
+
+
+def class_scores(evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConfig()) -> np.ndarray:
+    """Foreground scores ``(n, H, W)`` in [0, 1]: the CAMs, or (``method="slots"``) their slot refinement.
+
+    Raises:
+        ValueError: when ``evidence`` lacks a slot block the refinement needs.
+    """
+    if config.method == "cam":
+        return evidence.cams.numpy()
+    by_ordinal = {s.ordinal: s for s in evidence.slots}
+    missing = sorted(set(config.evidence.slot_blocks) - set(by_ordinal))
+    if missing:
+        raise ValueError(f"the evidence holds no slots of blocks {missing} (it has {sorted(by_ordinal)}); "
+                         "compute it with evidence_config(model, config)")
+    scores = slot_refine(evidence.cams, [by_ordinal[b] for b in config.evidence.slot_blocks], config.slot_mix,
+                         config.slot_sharpness)
+    return subtract_baseline(scores, config.slot_baseline).numpy()
+
+
+def pseudo_label_from_evidence(
+    image: np.ndarray, evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConfig()
 ) -> PseudoLabelResult:
-    """Pseudo-mask of one image from its image-level classes.
+    """Pseudo-mask of one image from its evidence: scores -> slot classifier -> background -> CRF.
 
     Args:
-        model: GLNet in eval mode on ``device``.
         image: ``(H, W, 3)`` uint8 RGB.
-        classes: VOC class indices 1..20 in the image.
-        head: see :class:`ClassHead`.
-        config: see :class:`PseudoLabelConfig`.
+        evidence: from :func:`wsss.evidence.compute_evidence` with (at least) the
+            slot blocks of :func:`evidence_config`; the slot classifier uses
+            ``config.slot_classifier.blocks``, or every block the evidence holds.
+        config: see :class:`PseudoLabelConfig` (``evidence`` and ``max_side`` are not used here).
     """
-    classes = tuple(sorted(int(c) for c in classes))
-    H, W = image.shape[:2]
-    if not classes:
-        return PseudoLabelResult(np.zeros((H, W), np.uint8), np.zeros((0, H, W), np.float32), ())
-    refine_blocks = config.evidence.slot_blocks if config.method == "slots" else ()
+    classes = evidence.classes
+    scores = class_scores(evidence, config)
     classifier = config.slot_classifier if config.method == "slots" else None
-    classifier_blocks: Tuple[int, ...] = ()
-    if classifier is not None:
-        classifier_blocks = classifier.blocks or tuple(range(1, len(glmix_blocks(model)) + 1))
-    evidence_cfg = replace(config.evidence, slot_blocks=tuple(sorted({*refine_blocks, *classifier_blocks})))
-    ev = compute_evidence(model, normalize(image).to(device), classes, head, evidence_cfg)
-    scores = ev.cams
-    if config.method == "slots":
-        scores = slot_refine(ev.cams, [s for s in ev.slots if s.ordinal in refine_blocks], config.slot_mix,
-                             config.slot_sharpness)
-        scores = subtract_baseline(scores, config.slot_baseline)
-    scores = scores.numpy()
     learned = None
     if classifier is not None:
-        learned = slot_classifier(scores, [s for s in ev.slots if s.ordinal in classifier_blocks], classifier)
+        wanted = set(classifier.blocks) if classifier.blocks else {s.ordinal for s in evidence.slots}
+        learned = slot_classifier(scores, [s for s in evidence.slots if s.ordinal in wanted], classifier)
     lut = np.array([0, *classes], np.uint8)
 
     def label_with(background: BackgroundParams) -> np.ndarray:
@@ -141,6 +163,30 @@ def pseudo_label_image(
         mask = confident_labels(label_with(BackgroundParams("constant", config.confident.foreground)),
                                 label_with(BackgroundParams("constant", config.confident.background)))
     return PseudoLabelResult(mask, scores.astype(np.float32), classes)
+
+
+def pseudo_label_image(
+    model: torch.nn.Module, image: np.ndarray, classes: Sequence[int], head: ClassHead,
+    config: PseudoLabelConfig = PseudoLabelConfig(), device: torch.device = torch.device("cpu"),
+) -> PseudoLabelResult:
+    """Pseudo-mask of one image from its image-level classes.
+
+    :func:`wsss.evidence.compute_evidence` with :func:`evidence_config`, then
+    :func:`pseudo_label_from_evidence`.
+
+    Args:
+        model: GLNet in eval mode on ``device``.
+        image: ``(H, W, 3)`` uint8 RGB.
+        classes: VOC class indices 1..20 in the image.
+        head: see :class:`ClassHead`.
+        config: see :class:`PseudoLabelConfig`.
+    """
+    classes = tuple(sorted(int(c) for c in classes))
+    H, W = image.shape[:2]
+    if not classes:
+        return PseudoLabelResult(np.zeros((H, W), np.uint8), np.zeros((0, H, W), np.float32), ())
+    ev = compute_evidence(model, normalize(image).to(device), classes, head, evidence_config(model, config))
+    return pseudo_label_from_evidence(image, ev, config)
 
 
 def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
