@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glmix_viz.models import read_checkpoint
-from wsss import cli
+from wsss import cli, commands
 from wsss.emojivoc import make_emojivoc
 from wsss.train import TrainConfig, average_precision, mean_average_precision, train
 from wsss.voc import VOCLayout
@@ -141,11 +141,11 @@ def test_position_negatives_are_reproducible_and_change_what_is_learned(voc, tmp
 
 def test_pos_weight_parses_names_and_weights_the_positives(voc, tmp_path, capsys):
     """--pos-weight bird=4: 20 weights in class order; all-ones equals no weighting; other weights change training."""
-    weights = cli._pos_weight("bird=4, person=2")
+    weights = commands._pos_weight("bird=4, person=2")
     assert len(weights) == 20 and weights[2] == 4.0 and weights[14] == 2.0 and sum(weights) == 18 + 6
-    assert cli._pos_weight("") == ()
+    assert commands._pos_weight("") == ()
     runs = {}
-    for name, pw in (("none", ()), ("ones", (1.0,) * 20), ("bird", cli._pos_weight("bird=4"))):
+    for name, pw in (("none", ()), ("ones", (1.0,) * 20), ("bird", commands._pos_weight("bird=4"))):
         train(config(voc, tmp_path / name, epochs=1, pos_weight=pw), progress=False)
         runs[name] = read_checkpoint(tmp_path / name / "checkpoint-last.pth")["model"]["head.weight"]
     assert torch.equal(runs["none"], runs["ones"]) and not torch.equal(runs["none"], runs["bird"])

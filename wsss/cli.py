@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 from glmix_viz import __version__
 
@@ -139,27 +139,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _pos_weight(text: str) -> Tuple[float, ...]:
-    """``"bird=4,person=2"`` -> 20 weights in VOC class order (1 where not named); ``""`` -> ``()``."""
-    from .voc import VOC_FOREGROUND
-
-    if not text.strip():
-        return ()
-    weights = dict.fromkeys(VOC_FOREGROUND, 1.0)
-    for item in text.split(","):
-        name, _, value = item.partition("=")
-        name = name.strip()
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = -1.0
-        if name not in weights or weight <= 0:
-            raise ValueError(f"--pos-weight {item!r}: expected CLASS=WEIGHT with a VOC class name "
-                             f"({', '.join(VOC_FOREGROUND)}) and a positive weight")
-        weights[name] = weight
-    return tuple(weights.values())
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``glmix-wsss``; returns the exit status (0 ok, 1 failed, 2 bad usage)."""
     parser = _parser()
@@ -176,22 +155,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             make_emojivoc(args.out, train=args.train, val=args.val, seed=args.seed, workers=args.workers,
                           progress=progress)
         elif args.command == "train":
-            from .train import TrainConfig, train
+            from .commands import train_command
 
-            config = TrainConfig(
-                voc_root=str(args.voc_root), out=str(args.out), model=args.model,
-                train_split=args.train_split, val_split=args.val_split,
-                labels_file=str(args.labels) if args.labels else None, labels_from=args.labels_from,
-                init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
-                input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                clip_grad=args.clip_grad, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                drop_path=args.drop_path, min_scale=args.min_scale,
-                workers=args.workers, threads=args.threads, seed=args.seed, device=args.device,
-                amp=not args.no_amp, max_steps=args.max_steps, ema_decay=args.ema_decay, mosaic=args.mosaic,
-                position_negatives=args.position_negatives, pos_weight=_pos_weight(args.pos_weight),
-            )
-            metrics = train(config, resume=args.resume, progress=progress)
-            logging.getLogger("wsss").info("done: %s", metrics)
+            return train_command(args, progress=progress)
         elif args.command == "pseudo-labels":
             from .commands import pseudo_labels_command
 

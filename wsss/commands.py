@@ -1,4 +1,4 @@
-"""The ``pseudo-labels`` and ``score`` subcommands: argument handling around the library functions."""
+"""The ``train``, ``pseudo-labels`` and ``score`` subcommands: arguments in, library calls out."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ from .metrics import ConfusionAccumulator
 from .pipeline import PseudoLabelConfig, run_pseudo_labels
 from .refine import BackgroundParams, ConfidentRegions, CRFParams, labels_from_scores, with_background
 from .slot_classifier import SlotClassifierParams
-from .voc import VOCLayout, read_mask
+from .voc import VOC_FOREGROUND, VOCLayout, read_mask
 
 _logger = logging.getLogger("wsss")
 
@@ -34,6 +34,46 @@ def _confident(text: Optional[str]) -> Optional[ConfidentRegions]:
     if len(values) != 2:
         raise ValueError(f"--confident {text!r}: expected two numbers FG,BG (IRN: 0.30,0.05)")
     return ConfidentRegions(*values)
+
+
+def _pos_weight(text: str) -> Tuple[float, ...]:
+    """``"bird=4,person=2"`` -> 20 weights in VOC class order (1 where not named); ``""`` -> ``()``."""
+    if not text.strip():
+        return ()
+    weights = dict.fromkeys(VOC_FOREGROUND, 1.0)
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if name not in weights or weight <= 0:
+            raise ValueError(f"--pos-weight {item!r}: expected CLASS=WEIGHT with a VOC class name "
+                             f"({', '.join(VOC_FOREGROUND)}) and a positive weight")
+        weights[name] = weight
+    return tuple(weights.values())
+
+
+def train_command(args: argparse.Namespace, progress: bool = True) -> int:
+    """``glmix-wsss train``: a :class:`wsss.train.TrainConfig` from the arguments, then training."""
+    from .train import TrainConfig, train
+
+    config = TrainConfig(
+        voc_root=str(args.voc_root), out=str(args.out), model=args.model,
+        train_split=args.train_split, val_split=args.val_split,
+        labels_file=str(args.labels) if args.labels else None, labels_from=args.labels_from,
+        init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
+        input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        clip_grad=args.clip_grad, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+        drop_path=args.drop_path, min_scale=args.min_scale,
+        workers=args.workers, threads=args.threads, seed=args.seed, device=args.device,
+        amp=not args.no_amp, max_steps=args.max_steps, ema_decay=args.ema_decay, mosaic=args.mosaic,
+        position_negatives=args.position_negatives, pos_weight=_pos_weight(args.pos_weight),
+    )
+    metrics = train(config, resume=args.resume, progress=progress)
+    _logger.info("done: %s", metrics)
+    return 0
 
 
 def load_model(checkpoint, model_name, head: str):
