@@ -301,3 +301,17 @@ def test_slot_scale_argument_sets_every_glmix_block_and_scales_the_logits():
     # block 1 sees the same input in both models: logits = scale * cos(slot, pixel)
     ratio = 5.0 / base.stages[0].blocks[0].slot_scale.item()
     torch.testing.assert_close(b[1].logits, a[1].logits * ratio, rtol=1e-4, atol=1e-5)
+
+
+def test_global_forward_hook_turns_fusion_off():
+    model = timm.create_model("test_glnet").eval()
+    seen = []
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.append(type(m).__name__) if isinstance(m, nn.Conv2d) else None)
+    try:
+        with torch.no_grad():
+            model(torch.randn(1, 3, 64, 64))
+    finally:
+        handle.remove()
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert len(seen) == n_convs  # every convolution ran as a module: none was bypassed by a fused kernel

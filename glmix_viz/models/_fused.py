@@ -179,7 +179,8 @@ def _bn_affine(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def hookless(*modules: nn.Module) -> bool:
     """Whether no forward (pre-)hook is registered on ``modules`` or globally (fusing would skip them)."""
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+    registry = nn.modules.module
+    if getattr(registry, "_global_forward_hooks", None) or getattr(registry, "_global_forward_pre_hooks", None):
         return False
     return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
