@@ -40,7 +40,7 @@ from glmix_viz.models.demo import load_demo_model  # noqa: E402
 from wsss.emojivoc import make_emojivoc  # noqa: E402
 from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence  # noqa: E402
 from wsss.metrics import ConfusionAccumulator  # noqa: E402
-from wsss.pipeline import PseudoLabelConfig, pseudo_label_from_evidence, pseudo_label_image  # noqa: E402
+from wsss.pipeline import EvidenceLabeller, PseudoLabelConfig, pseudo_label_image  # noqa: E402
 from wsss.refine import (  # noqa: E402
     BackgroundParams,
     CRFParams,
@@ -73,14 +73,13 @@ def _variant_scores(ev, spec, refined: Optional[dict] = None) -> np.ndarray:
     return subtract_baseline(refined[spec[:3]], spec[3]).numpy()
 
 
-def _config(default: PseudoLabelConfig, spec, classifier: bool, background: float) -> PseudoLabelConfig:
+def _config(default: PseudoLabelConfig, spec, classifier: bool) -> PseudoLabelConfig:
     """The pipeline's config for a variant (``spec`` None: CAM only), with or without the slot classifier."""
-    bg = BackgroundParams(threshold=background)
     if spec is None:
-        return replace(default, method="cam", slot_classifier=None, background=bg)
+        return replace(default, method="cam", slot_classifier=None)
     blocks, mix, sharpness, baseline = spec
     return replace(default, evidence=replace(default.evidence, slot_blocks=tuple(blocks)), slot_mix=mix,
-                   slot_sharpness=sharpness, slot_baseline=baseline, background=bg,
+                   slot_sharpness=sharpness, slot_baseline=baseline,
                    slot_classifier=default.slot_classifier if classifier else None)
 
 
@@ -128,10 +127,11 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
     crf_accs = {(row, bg): ConfusionAccumulator() for row, (name, _) in crf_rows.items()
                 for bg in sorted({default.background.threshold, best_bg[name]})}
     for image, gt, classes, ev in kept:  # the pipeline itself, on the evidence computed above
-        for (row, bg), acc in crf_accs.items():
-            name, classifier = crf_rows[row]
-            config = _config(default, variants[name], classifier, bg)
-            acc.add(pseudo_label_from_evidence(image, ev, config).mask, gt)
+        for row, (name, classifier) in crf_rows.items():
+            labeller = EvidenceLabeller(image, ev, _config(default, variants[name], classifier))  # one fit
+            for (row_, bg), acc in crf_accs.items():
+                if row_ == row:
+                    acc.add(labeller.mask(BackgroundParams(threshold=bg)), gt)
     dt = time.perf_counter() - t0
     bg0 = default.background.threshold
     print(f"\n1. pseudo-mask quality on {len(ids)} EmojiVOC train images (seed {args.seed}), {dt:.0f} s")

@@ -145,6 +145,16 @@ def test_use_checkpoint_stages_is_honoured():
 
 
 
+def _plain(model, x):
+    from glmix_viz.models import _fused
+
+    _fused.set_fused_inference(False)
+    try:
+        return model(x)
+    finally:
+        _fused.set_fused_inference(True)
+
+
 @pytest.mark.parametrize("name", ["tiny_4g", "tiny_stl_paramslot"])
 def test_fused_cpu_inference_equals_plain_path(name, monkeypatch):
     from glmix_viz.models import _fused
@@ -157,23 +167,9 @@ def test_fused_cpu_inference_equals_plain_path(name, monkeypatch):
         fused = model(fx["input"])
         assert calls, "the fused path did not run"
         assert _fused.fused_inference_enabled()  # no kernel refused and disabled it
-        _fused.set_fused_inference(False)
-        try:
-            plain = model(fx["input"])
-        finally:
-            _fused.set_fused_inference(True)
+        plain = _plain(model, fx["input"])
     assert (fused - plain).abs().max() < 1e-5
     assert (fused - fx["logits"]).abs().max() < TOL
-
-
-def _plain(model, x):
-    from glmix_viz.models import _fused
-
-    _fused.set_fused_inference(False)
-    try:
-        return model(x)
-    finally:
-        _fused.set_fused_inference(True)
 
 
 def test_packed_weights_follow_input_shapes_and_weight_changes():

@@ -37,8 +37,8 @@ from .slot_classifier import SlotClassifierParams, mix_slot_classifier, slot_cla
 from .voc import VOCLayout, save_mask
 
 __all__ = [
-    "PseudoLabelConfig", "PseudoLabelResult", "evidence_config", "class_scores", "pseudo_label_from_evidence",
-    "pseudo_label_image", "run_pseudo_labels", "shard",
+    "PseudoLabelConfig", "PseudoLabelResult", "EvidenceLabeller", "evidence_config", "class_scores",
+    "pseudo_label_from_evidence", "pseudo_label_image", "run_pseudo_labels", "shard",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -130,10 +130,11 @@ def class_scores(evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConf
     return subtract_baseline(scores, config.slot_baseline).numpy()
 
 
-def pseudo_label_from_evidence(
-    image: np.ndarray, evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConfig()
-) -> PseudoLabelResult:
-    """Pseudo-mask of one image from its evidence: scores -> slot classifier -> background -> CRF.
+class EvidenceLabeller:
+    """One image's scores and fitted slot classifier, ready to be labelled against any background.
+
+    The slot classifier does not depend on the background, so it is fitted
+    once here; :meth:`mask` then runs background -> (classifier mix) -> CRF.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
@@ -142,27 +143,46 @@ def pseudo_label_from_evidence(
             ``config.slot_classifier.blocks``, or every block the evidence holds.
         config: see :class:`PseudoLabelConfig` (``evidence`` and ``max_side`` are not used here).
     """
-    classes = evidence.classes
-    scores = class_scores(evidence, config)
-    classifier = config.slot_classifier if config.method == "slots" else None
-    learned = None
-    if classifier is not None:
-        wanted = set(classifier.blocks) if classifier.blocks else {s.ordinal for s in evidence.slots}
-        learned = slot_classifier(scores, [s for s in evidence.slots if s.ordinal in wanted], classifier)
-    lut = np.array([0, *classes], np.uint8)
 
-    def label_with(background: BackgroundParams) -> np.ndarray:
-        probs = to_probabilities(with_background(scores, background))
-        if classifier is not None:
-            probs = mix_slot_classifier(probs, learned, classifier.weight)
-        return labels_from_scores(probs, classes) if config.crf is None else lut[dense_crf(image, probs, config.crf)]
+    def __init__(self, image: np.ndarray, evidence: Evidence,
+                 config: PseudoLabelConfig = PseudoLabelConfig()) -> None:
+        self.image, self.classes, self.config = image, evidence.classes, config
+        self.scores = class_scores(evidence, config)  # (n, H, W)
+        self.classifier = config.slot_classifier if config.method == "slots" else None
+        self.learned = None  # (n + 1, H, W) or None
+        if self.classifier is not None:
+            wanted = set(self.classifier.blocks or ()) or {s.ordinal for s in evidence.slots}
+            self.learned = slot_classifier(self.scores, [s for s in evidence.slots if s.ordinal in wanted],
+                                           self.classifier)
 
-    if config.confident is None:
-        mask = label_with(config.background)
-    else:
-        mask = confident_labels(label_with(BackgroundParams("constant", config.confident.foreground)),
-                                label_with(BackgroundParams("constant", config.confident.background)))
-    return PseudoLabelResult(mask, scores.astype(np.float32), classes)
+    def mask(self, background: BackgroundParams) -> np.ndarray:
+        """``(H, W)`` uint8 VOC labels against ``background``."""
+        probs = to_probabilities(with_background(self.scores, background))
+        if self.classifier is not None:
+            probs = mix_slot_classifier(probs, self.learned, self.classifier.weight)
+        if self.config.crf is None:
+            return labels_from_scores(probs, self.classes)
+        return np.array([0, *self.classes], np.uint8)[dense_crf(self.image, probs, self.config.crf)]
+
+    def result(self) -> PseudoLabelResult:
+        """The mask of ``config.background``, or IRN's confident/ignore labels with ``config.confident``."""
+        confident = self.config.confident
+        if confident is None:
+            mask = self.mask(self.config.background)
+        else:
+            mask = confident_labels(self.mask(BackgroundParams("constant", confident.foreground)),
+                                    self.mask(BackgroundParams("constant", confident.background)))
+        return PseudoLabelResult(mask, self.scores.astype(np.float32), self.classes)
+
+
+def pseudo_label_from_evidence(
+    image: np.ndarray, evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConfig()
+) -> PseudoLabelResult:
+    """Pseudo-mask of one image from its evidence: scores -> slot classifier -> background -> CRF.
+
+    ``EvidenceLabeller(image, evidence, config).result()``; see :class:`EvidenceLabeller`.
+    """
+    return EvidenceLabeller(image, evidence, config).result()
 
 
 def pseudo_label_image(

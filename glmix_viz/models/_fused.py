@@ -40,7 +40,6 @@ _HAS_OPS = (
     and _ops is not None
     and hasattr(_ops, "_convolution_pointwise")
     and hasattr(_ops, "_convolution_pointwise_")
-    and hasattr(_ops, "_linear_pointwise")
     and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")
 )
 _enabled = _HAS_OPS and os.environ.get("GLMIX_FUSED", "1") != "0"
@@ -106,12 +105,14 @@ def _scaled(w: torch.Tensor, scale: Optional[torch.Tensor], dim: int) -> torch.T
 
 def _packed(
     weight: torch.Tensor, x: torch.Tensor, padding: Sequence[int], groups: int, stride: Sequence[int] = _S1,
-    scale: Optional[torch.Tensor] = None, depends: Sequence[torch.Tensor] = (), scale_dim: int = 0,
+    scale: Optional[torch.Tensor] = None, depends: Optional[Sequence[torch.Tensor]] = None,
+    scale_dim: int = 0,
 ) -> torch.Tensor:
     """``weight`` (times ``scale`` along ``scale_dim``) as a 4-d convolution weight in oneDNN's layout for ``x``.
 
     Cached per weight and input shape (see :data:`PACKS_PER_WEIGHT`) until the
-    weight or one of ``depends`` (the tensors ``scale`` is made of) changes;
+    weight or one of ``depends`` (the tensors ``scale`` is made of; ``scale``
+    itself by default) changes;
     the entries go when ``weight`` is freed. A weight without a version
     counter (made under ``torch.inference_mode``) is returned unpacked rather
     than cached blindly.
@@ -121,6 +122,8 @@ def _packed(
         ``(C_in,)``; ``x``: the ``(B, C_in, H, W)`` input it will meet.
     """
     w = weight if weight.dim() == 4 else weight.view(*weight.shape, 1, 1)
+    if depends is None:
+        depends = () if scale is None else (scale,)
     try:
         stamp = (_stamp(weight), tuple(_stamp(d) for d in depends), tuple(padding), tuple(stride), groups, scale_dim)
     except RuntimeError:  # inference tensors track no version
@@ -142,7 +145,7 @@ def _packed(
     return packed
 
 
-def _conv(x, w, b, padding, groups, unary="none", stride=_S1, scale=None, depends=(), scale_dim=0):
+def _conv(x, w, b, padding, groups, unary="none", stride=_S1, scale=None, depends=None, scale_dim=0):
     w = _packed(w, x, padding, groups, stride, scale, depends, scale_dim)
     return _ops._convolution_pointwise(x, w, b, padding, stride, _S1, groups, unary, [None], "none")
 
@@ -233,13 +236,13 @@ def sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 def _conv_add(x, other, w, b, padding, groups, scale=None):
     """``other + conv(x)`` in one pass, the weight times ``scale`` (``other`` has the output's shape and layout)."""
-    w = _packed(w, x, padding, groups, _S1, scale, () if scale is None else (scale,))
+    w = _packed(w, x, padding, groups, _S1, scale)
     return _ops._convolution_pointwise(x, other, w, b, padding, _S1, _S1, groups, "add", 1.0, None, [], None)
 
 
 def _conv_add_(other, x, w, b, padding, groups, scale=None):
     """``other += conv(x)`` in one pass, in place, the weight times ``scale``."""
-    w = _packed(w, x, padding, groups, _S1, scale, () if scale is None else (scale,))
+    w = _packed(w, x, padding, groups, _S1, scale)
     return _ops._convolution_pointwise_(other, x, w, b, padding, _S1, _S1, groups, "add", 1.0, None, [], None)
 
 
