@@ -8,7 +8,9 @@ among the 20 classes, glnet_demo never learned birds (val AP 0.34), while a
 small CNN from scratch learns them alone in minutes
 (``benchmarks/class_learnability.py``). Trained on birds alone the same
 network learns them too; a multi-label fine-tune afterwards
-(``glmix-wsss train --init-checkpoint OUT``) brings the other classes back.
+(``glmix-wsss train --init-checkpoint OUT``) brings the other classes back,
+or ``--distill W`` holds the other 19 outputs to the initial model's
+probabilities meanwhile (learning without forgetting).
 Images are resized whole to ``--size`` once and kept in memory; flips and
 shifts of up to a tenth of the side; AdamW one-cycle; every random choice
 follows ``--seed``. Writes ``{"model": state_dict}`` after every epoch
@@ -64,6 +66,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="weight of a BCE holding the other 19 outputs to the initial model's probabilities (0: off)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if args.cls not in VOC_FOREGROUND:
@@ -76,6 +80,8 @@ def main() -> None:
     (x_tr, y_tr), (x_va, y_va) = (load_split(layout, s, args.size) for s in (args.train_split, args.val_split))
     y_tr, y_va = y_tr[:, column], y_va[:, column]
     model = load_checkpoint(timm.create_model("glnet_demo"), args.init).float().train()
+    teacher = load_checkpoint(timm.create_model("glnet_demo"), args.init).float().eval() if args.distill else None
+    others = [c for c in range(len(VOC_FOREGROUND)) if c != column]
     _logger.info("%s: val AP %.3f at %d px before", args.cls, class_ap(model, x_va, y_va, column), args.size)
     steps_per_epoch = len(x_tr) // args.batch_size
     opt = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.05)
@@ -88,7 +94,13 @@ def main() -> None:
             x = x_tr[idx]
             x = to_input(torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(2), x))
             dy, dx = (int(v) for v in rng.integers(-shift, shift + 1, 2))
-            loss = F.binary_cross_entropy_with_logits(model(torch.roll(x, (dy, dx), (2, 3)))[:, column], y_tr[idx])
+            x = torch.roll(x, (dy, dx), (2, 3))
+            logits = model(x)
+            loss = F.binary_cross_entropy_with_logits(logits[:, column], y_tr[idx])
+            if teacher is not None:
+                with torch.no_grad():
+                    target = torch.sigmoid(teacher(x)[:, others])
+                loss = loss + args.distill * F.binary_cross_entropy_with_logits(logits[:, others], target)
             opt.zero_grad()
             loss.backward()
             opt.step()
