@@ -60,6 +60,18 @@ def to_input(x: torch.Tensor) -> torch.Tensor:
     return (x.permute(0, 3, 1, 2).float() / 255 - mean) / std
 
 
+def augment(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Random horizontal flips (per image) and one shift of up to a tenth of the side (per batch).
+
+    Shape:
+        ``(B, S, S, 3)`` uint8 -> normalised ``(B, 3, S, S)`` float32.
+    """
+    x = to_input(torch.where(torch.rand(len(images), 1, 1, 1) < 0.5, images.flip(2), images))
+    shift = images.shape[1] // 10
+    dy, dx = (int(v) for v in rng.integers(-shift, shift + 1, 2))
+    return torch.roll(x, (dy, dx), (2, 3))
+
+
 @torch.no_grad()
 def scores(net: nn.Module, images: torch.Tensor, batch: int = 256) -> np.ndarray:
     """``(N, outputs)`` logits in eval mode."""
@@ -80,16 +92,12 @@ def train_run(train: tuple, val: tuple, columns: Sequence[int], report: Sequence
     steps = epochs * (len(x_tr) // batch)
     opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps, pct_start=0.1)
-    shift = x_tr.shape[1] // 10
     history, t0 = [], time.perf_counter()
     for epoch in range(epochs):
         perm = torch.randperm(len(x_tr))
         for b in range(len(x_tr) // batch):
             idx = perm[b * batch:(b + 1) * batch]
-            x = x_tr[idx]
-            x = to_input(torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(2), x))
-            dy, dx = (int(v) for v in rng.integers(-shift, shift + 1, 2))
-            loss = F.binary_cross_entropy_with_logits(net(torch.roll(x, (dy, dx), (2, 3))), y_tr[idx])
+            loss = F.binary_cross_entropy_with_logits(net(augment(x_tr[idx], rng)), y_tr[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

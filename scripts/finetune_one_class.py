@@ -38,7 +38,7 @@ from wsss.train import average_precision  # noqa: E402
 from wsss.voc import VOC_FOREGROUND, VOCLayout  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from class_learnability import load_split, to_input  # noqa: E402
+from class_learnability import augment, load_split, to_input  # noqa: E402
 
 _logger = logging.getLogger("finetune_one_class")
 
@@ -86,15 +86,12 @@ def main() -> None:
     steps_per_epoch = len(x_tr) // args.batch_size
     opt = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.1)
-    shift, t0 = args.size // 10, time.perf_counter()
+    t0 = time.perf_counter()
     for epoch in range(args.epochs):
         perm = torch.randperm(len(x_tr))
         for b in range(steps_per_epoch):
             idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
-            x = x_tr[idx]
-            x = to_input(torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(2), x))
-            dy, dx = (int(v) for v in rng.integers(-shift, shift + 1, 2))
-            x = torch.roll(x, (dy, dx), (2, 3))
+            x = augment(x_tr[idx], rng)
             logits = model(x)
             loss = F.binary_cross_entropy_with_logits(logits[:, column], y_tr[idx])
             if teacher is not None:
