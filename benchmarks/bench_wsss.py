@@ -124,14 +124,13 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
                 f"{best_key} + crf": (best_key, False), "slots + classifier + crf (default)": (default_key, True)}
     best_bg = {name: float(THRESHOLDS[int(np.nanargmax([a.summary()["miou"] for a in accs[name]]))])
                for name, _ in crf_rows.values()}
-    crf_accs = {(row, bg): ConfusionAccumulator() for row, (name, _) in crf_rows.items()
-                for bg in sorted({default.background.threshold, best_bg[name]})}
+    crf_accs = {row: {bg: ConfusionAccumulator() for bg in sorted({default.background.threshold, best_bg[name]})}
+                for row, (name, _) in crf_rows.items()}
     for image, gt, classes, ev in kept:  # the pipeline itself, on the evidence computed above
         for row, (name, classifier) in crf_rows.items():
             labeller = EvidenceLabeller(image, ev, _config(default, variants[name], classifier))  # one fit
-            for (row_, bg), acc in crf_accs.items():
-                if row_ == row:
-                    acc.add(labeller.mask(BackgroundParams(threshold=bg)), gt)
+            for bg, acc in crf_accs[row].items():
+                acc.add(labeller.mask(BackgroundParams(threshold=bg)), gt)
     dt = time.perf_counter() - t0
     bg0 = default.background.threshold
     print(f"\n1. pseudo-mask quality on {len(ids)} EmojiVOC train images (seed {args.seed}), {dt:.0f} s")
@@ -143,11 +142,12 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
         rows[name] = mious[i_def]
         mark = "  <- default" if name == default_key else ""
         print(f"  {name:40s} {100 * mious[i_def]:10.2f} {100 * mious[best]:10.2f} {THRESHOLDS[best]:6.2f}{mark}")
-    for (row, bg), acc in crf_accs.items():
-        print(f"  {row:40s} {'':>10s} {100 * acc.summary()['miou']:10.2f} {bg:6.2f}")
+    for row, by_bg in crf_accs.items():
+        for bg, acc in by_bg.items():
+            print(f"  {row:40s} {'':>10s} {100 * acc.summary()['miou']:10.2f} {bg:6.2f}")
     cam, slot = rows["cam"], rows[default_key]
     cam_best = np.nanmax([a.summary()["miou"] for a in accs["cam"]])
-    default_summary = crf_accs[("slots + classifier + crf (default)", bg0)].summary()
+    default_summary = crf_accs["slots + classifier + crf (default)"][bg0].summary()
     crf = default_summary["miou"]
     print(f"\n  side by side @{bg0:g}: CAM {100 * cam:.2f} (at its best bg {100 * cam_best:.2f})"
           f" | slots {100 * slot:.2f} | slots + classifier + CRF {100 * crf:.2f}"

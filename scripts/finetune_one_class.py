@@ -38,18 +38,14 @@ from wsss.train import average_precision  # noqa: E402
 from wsss.voc import VOC_FOREGROUND, VOCLayout  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from class_learnability import augment, load_split, to_input  # noqa: E402
+from class_learnability import augment, load_split, scores  # noqa: E402
 
 _logger = logging.getLogger("finetune_one_class")
 
 
-@torch.no_grad()
 def class_ap(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, column: int) -> float:
     """AP of output ``column`` over ``images (N, S, S, 3)`` uint8 (eval mode, batches of 100)."""
-    model.eval()
-    s = torch.cat([model(to_input(images[i:i + 100]))[:, column] for i in range(0, len(images), 100)])
-    model.train()
-    return average_precision(s.numpy(), targets.numpy())
+    return average_precision(scores(model, images, batch=100)[:, column], targets.numpy())
 
 
 def main() -> None:

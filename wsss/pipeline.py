@@ -188,6 +188,7 @@ def pseudo_label_from_evidence(
 def pseudo_label_image(
     model: torch.nn.Module, image: np.ndarray, classes: Sequence[int], head: ClassHead,
     config: PseudoLabelConfig = PseudoLabelConfig(), device: torch.device = torch.device("cpu"),
+    evidence_cfg: Optional[EvidenceConfig] = None,
 ) -> PseudoLabelResult:
     """Pseudo-mask of one image from its image-level classes.
 
@@ -200,12 +201,16 @@ def pseudo_label_image(
         classes: VOC class indices 1..20 in the image.
         head: see :class:`ClassHead`.
         config: see :class:`PseudoLabelConfig`.
+        evidence_cfg: ``evidence_config(model, config)`` when the caller has it (made
+            once per run instead of once per image).
     """
     classes = tuple(sorted(int(c) for c in classes))
     H, W = image.shape[:2]
     if not classes:
         return PseudoLabelResult(np.zeros((H, W), np.uint8), np.zeros((0, H, W), np.float32), ())
-    ev = compute_evidence(model, normalize(image).to(device), classes, head, evidence_config(model, config))
+    if evidence_cfg is None:
+        evidence_cfg = evidence_config(model, config)
+    ev = compute_evidence(model, normalize(image).to(device), classes, head, evidence_cfg)
     return pseudo_label_from_evidence(image, ev, config)
 
 
@@ -233,6 +238,7 @@ def run_pseudo_labels(
     mine = shard(ids, rank, world_size)
     counts = {"written": 0, "skipped": 0, "failed": 0}
     model = model.to(device).eval()
+    evidence_cfg = evidence_config(model, config)
     bar = tqdm(mine, desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels", unit="img",
                disable=not progress, position=rank)
     t0 = time.perf_counter()
@@ -254,7 +260,7 @@ def run_pseudo_labels(
             pil.thumbnail((config.max_side, config.max_side))
             work = np.asarray(pil)
         classes = [c + 1 for c in np.flatnonzero(labels[image_id] > 0.5)]
-        result = pseudo_label_image(model, work, classes, head, config, device)
+        result = pseudo_label_image(model, work, classes, head, config, device, evidence_cfg)
         mask = result.mask
         if work.shape[:2] != (H, W):
             from PIL import Image
