@@ -115,6 +115,11 @@ def test_bad_slot_baseline_is_a_clear_error(tiny_voc, tiny_ckpt, tmp_path, capsy
     assert not (tmp_path / "pl").exists() or not list((tmp_path / "pl").glob("*.png"))
 
 
+def test_bad_region_margin_is_a_clear_error(tiny_voc, tiny_ckpt, tmp_path, capsys):
+    assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--region-margin", "1.5")) == 2
+    assert "--region-margin" in capsys.readouterr().err
+
+
 def test_confident_labels_hand_worked():
     from wsss.refine import confident_labels
 
@@ -175,7 +180,8 @@ def test_pipeline_from_evidence_equals_pipeline_from_model(tiny_voc, tiny_ckpt):
     image_id = layout.ids("train")[0]
     image = np.asarray(load_image(layout.image(image_id), max_side=160))
     classes = sorted(c + 1 for c in np.flatnonzero(layout.image_labels([image_id])[image_id]))
-    base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,), slot_blocks=(2, 4)), crf=None)
+    base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,), slot_blocks=(2, 4)), crf=None,
+                                      regions=None)  # region relabelling needs the model: tests/test_regions.py
     cases = {  # config -> the blocks its evidence must hold
         "default": (base, (1, 2, 3, 4)),  # the slot classifier uses every block
         "cam": (replace(base, method="cam"), ()),

@@ -14,6 +14,7 @@ from .evidence import ClassHead, EvidenceConfig
 from .metrics import ConfusionAccumulator
 from .pipeline import PseudoLabelConfig, run_pseudo_labels
 from .refine import BackgroundParams, ConfidentRegions, CRFParams, labels_from_scores, with_background
+from .regions import RegionParams
 from .slot_classifier import SlotClassifierParams
 from .voc import VOC_FOREGROUND, VOCLayout, read_mask
 
@@ -130,6 +131,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         background=BackgroundParams(args.bg, args.bg_threshold, args.bg_power),
         crf=CRFParams(iterations=args.crf_iterations) if args.crf else None,
         confident=_confident(args.confident),
+        regions=RegionParams(margin=args.region_margin) if args.region_relabel else None,
         max_side=args.max_side,
     )
     layout = VOCLayout(args.voc_root)

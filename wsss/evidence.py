@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -41,10 +41,16 @@ class ClassHead:
         weight: ``(O, C)`` classifier weights (O outputs, C feature channels).
         groups: for each of the 20 VOC classes, the output rows that count as
             it; its CAM is the maximum over them (after ReLU).
+        bias: ``(O,)`` classifier bias, or ``None`` (zero).
+        multi_label: outputs are independent sigmoids (a model trained with
+            ``glmix-wsss train``); ``False``: one softmax over all O outputs
+            (ImageNet), a class's probability the sum over its rows.
     """
 
     weight: torch.Tensor
     groups: Tuple[Tuple[int, ...], ...]
+    bias: Optional[torch.Tensor] = None
+    multi_label: bool = True
 
     @classmethod
     def from_model(cls, model: nn.Module) -> "ClassHead":
@@ -56,7 +62,7 @@ class ClassHead:
                 f"{len(VOC_FOREGROUND)} (one per VOC class, as `glmix-wsss train` makes); for an ImageNet "
                 "checkpoint use ClassHead.imagenet(model) (CLI: --head imagenet)"
             )
-        return cls(head.weight.detach(), tuple((i,) for i in range(len(VOC_FOREGROUND))))
+        return cls(head.weight.detach(), tuple((i,) for i in range(len(VOC_FOREGROUND))), _bias(head))
 
     @classmethod
     def imagenet(cls, model: nn.Module, mapping: Path = IMAGENET_TO_VOC) -> "ClassHead":
@@ -67,7 +73,25 @@ class ClassHead:
                              f"{getattr(head, 'out_features', 0)} outputs")
         table = json.loads(Path(mapping).read_text())["voc_to_imagenet"]
         groups = tuple(tuple(int(i) for i in table[name]) for name in VOC_FOREGROUND)
-        return cls(head.weight.detach(), groups)
+        return cls(head.weight.detach(), groups, _bias(head), multi_label=False)
+
+    def probabilities(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of pooled features.
+
+        Shape:
+            ``(B, C) -> (B, 20)``: one column per VOC foreground class.
+        """
+        logits = pooled @ self.weight.to(pooled).T
+        if self.bias is not None:
+            logits = logits + self.bias.to(pooled)
+        if self.multi_label:
+            return torch.stack([torch.sigmoid(logits[:, list(g)]).amax(1) for g in self.groups], 1)
+        probs = torch.softmax(logits, 1)
+        return torch.stack([probs[:, list(g)].sum(1) for g in self.groups], 1)
+
+
+def _bias(head: nn.Linear) -> Optional[torch.Tensor]:
+    return None if head.bias is None else head.bias.detach()
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,13 @@ from .refine import (
     to_probabilities,
     with_background,
 )
+from .regions import RegionParams, class_regions, model_input_side, region_probabilities, relabel_regions
 from .slot_classifier import SlotClassifierParams, mix_slot_classifier, slot_classifier
 from .voc import VOCLayout, save_mask
 
 __all__ = [
     "PseudoLabelConfig", "PseudoLabelResult", "EvidenceLabeller", "evidence_config", "class_scores",
-    "pseudo_label_from_evidence", "pseudo_label_image", "run_pseudo_labels", "shard",
+    "pseudo_label_from_evidence", "relabel", "pseudo_label_image", "run_pseudo_labels", "shard",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class PseudoLabelConfig:
         confident: IRN's confident/ignore regions (two constant backgrounds;
             pixels where they disagree become 255) instead of ``background``,
             or ``None``.
+        regions: region relabelling of the finished mask (see
+            :mod:`wsss.regions`; needs the model, so only
+            :func:`pseudo_label_image` applies it), or ``None``.
         max_side: images are shrunk to this longer side first (then labels upsampled back).
     """
 
@@ -79,6 +83,7 @@ class PseudoLabelConfig:
     background: BackgroundParams = field(default_factory=BackgroundParams)
     crf: Optional[CRFParams] = field(default_factory=CRFParams)
     confident: Optional[ConfidentRegions] = None
+    regions: Optional[RegionParams] = field(default_factory=RegionParams)
     max_side: int = 512
 
     def __post_init__(self) -> None:
@@ -193,7 +198,7 @@ def pseudo_label_image(
     """Pseudo-mask of one image from its image-level classes.
 
     :func:`wsss.evidence.compute_evidence` with :func:`evidence_config`, then
-    :func:`pseudo_label_from_evidence`.
+    :func:`pseudo_label_from_evidence`, then (``config.regions``) :func:`relabel`.
 
     Args:
         model: GLNet in eval mode on ``device``.
@@ -210,8 +215,33 @@ def pseudo_label_image(
         return PseudoLabelResult(np.zeros((H, W), np.uint8), np.zeros((0, H, W), np.float32), ())
     if evidence_cfg is None:
         evidence_cfg = evidence_config(model, config)
-    ev = compute_evidence(model, normalize(image).to(device), classes, head, evidence_cfg)
-    return pseudo_label_from_evidence(image, ev, config)
+    x = normalize(image).to(device)
+    result = pseudo_label_from_evidence(image, compute_evidence(model, x, classes, head, evidence_cfg), config)
+    if config.regions is None or len(classes) < 2:
+        return result
+    return replace(result, mask=relabel(model, x, result.mask, classes, head, config.regions))
+
+
+def relabel(model: torch.nn.Module, image: torch.Tensor, mask: np.ndarray, classes: Sequence[int],
+            head: ClassHead, params: RegionParams = RegionParams()) -> np.ndarray:
+    """Region relabelling of one finished mask (see :mod:`wsss.regions`).
+
+    Args:
+        model: GLNet in eval mode.
+        image: normalised ``(3, H, W)`` on the model's device, the size of ``mask``.
+        mask: ``(H, W)`` VOC labels.
+        classes: the image's classes.
+        head: see :class:`ClassHead`.
+
+    Returns:
+        ``(H, W)`` uint8.
+    """
+    regions = class_regions(mask, classes, params.min_pixels)
+    if not regions:
+        return np.asarray(mask, np.uint8)
+    side = params.input_side or model_input_side(model)
+    probs = region_probabilities(model, image, [r for _, r in regions], head, side, params.batch_size)
+    return relabel_regions(mask, list(classes), regions, probs, params.margin)
 
 
 def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
