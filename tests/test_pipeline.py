@@ -116,8 +116,21 @@ def test_bad_slot_baseline_is_a_clear_error(tiny_voc, tiny_ckpt, tmp_path, capsy
 
 
 def test_bad_region_margin_is_a_clear_error(tiny_voc, tiny_ckpt, tmp_path, capsys):
-    assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--region-margin", "1.5")) == 2
-    assert "--region-margin" in capsys.readouterr().err
+    for extra in ([], ["--region-relabel"]):
+        assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--region-margin", "1.5", *extra)) == 2
+        assert "--region-margin" in capsys.readouterr().err
+
+
+def test_region_relabel_flag_reaches_the_pipeline(tiny_voc, tiny_ckpt, tmp_path, monkeypatch):
+    from wsss import commands
+    from wsss.regions import RegionParams
+
+    seen = []
+    monkeypatch.setattr(commands, "run_pseudo_labels", lambda *a, config, **k: seen.append(config.regions) or
+                        {"written": 0, "skipped": 0, "failed": 0})
+    for extra in ([], ["--region-relabel", "--region-margin", "0.4"]):
+        cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", *extra))
+    assert seen == [None, RegionParams(margin=0.4)]
 
 
 def test_confident_labels_hand_worked():

@@ -115,3 +115,5 @@ def test_pipeline_applies_relabel_after_the_mask(tiny_model):
         np.testing.assert_array_equal(with_regions.scores, plain.scores)
         one = pipeline.pseudo_label_image(model, image, (3,), head, replace(base, regions=loose))
         np.testing.assert_array_equal(one.mask, pipeline.pseudo_label_image(model, image, (3,), head, base).mask)
+        with pytest.raises(ValueError, match="differ in size"):
+            pipeline.relabel(model, normalize(image), plain.mask[:-1], (3, 8), head, loose)

@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_label_args(pl)
     pl.add_argument("--method", choices=("cam", "slots"), default="slots")
     from .pipeline import PseudoLabelConfig  # the defaults live there
+    from .regions import RegionParams
 
     default = PseudoLabelConfig()
     pl.add_argument("--blocks", default=",".join(map(str, default.evidence.slot_blocks)),
@@ -119,10 +120,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="IRN's confident/ignore regions instead of --bg: label with background FG and with BG "
                          "(e.g. 0.30,0.05); pixels where the two disagree become 255")
     pl.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True)
-    pl.add_argument("--region-relabel", action=argparse.BooleanOptionalAction, default=True,
+    pl.add_argument("--region-relabel", action=argparse.BooleanOptionalAction, default=False,
                     help="classify each labelled region of the finished mask with the rest of the image masked "
-                         "out, and relabel it where another of the image's classes wins by --region-margin")
-    pl.add_argument("--region-margin", type=float, default=default.regions.margin,
+                         "out, and relabel it where another of the image's classes wins by --region-margin "
+                         "(off by default: measured in the README)")
+    pl.add_argument("--region-margin", type=float, default=RegionParams().margin,
                     help="--region-relabel: probability margin the best class needs over the region's class")
     pl.add_argument("--crf-iterations", type=int, default=10)
     pl.add_argument("--max-side", type=int, default=512, help="shrink larger images first")

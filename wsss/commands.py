@@ -28,6 +28,11 @@ def _floats(text: str, name: str) -> Tuple[float, ...]:
         raise ValueError(f"{name} {text!r}: expected comma-separated numbers") from err
 
 
+def _regions(on: bool, margin: float) -> Optional[RegionParams]:
+    params = RegionParams(margin=margin)  # checked even when off: a bad --region-margin is an error either way
+    return params if on else None
+
+
 def _confident(text: Optional[str]) -> Optional[ConfidentRegions]:
     if not text:
         return None
@@ -131,7 +136,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         background=BackgroundParams(args.bg, args.bg_threshold, args.bg_power),
         crf=CRFParams(iterations=args.crf_iterations) if args.crf else None,
         confident=_confident(args.confident),
-        regions=RegionParams(margin=args.region_margin) if args.region_relabel else None,
+        regions=_regions(args.region_relabel, args.region_margin),
         max_side=args.max_side,
     )
     layout = VOCLayout(args.voc_root)

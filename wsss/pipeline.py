@@ -70,7 +70,9 @@ class PseudoLabelConfig:
             or ``None``.
         regions: region relabelling of the finished mask (see
             :mod:`wsss.regions`; needs the model, so only
-            :func:`pseudo_label_image` applies it), or ``None``.
+            :func:`pseudo_label_image` applies it), or ``None`` (the
+            default: it helped on four sets of images and hurt on one,
+            README).
         max_side: images are shrunk to this longer side first (then labels upsampled back).
     """
 
@@ -83,7 +85,7 @@ class PseudoLabelConfig:
     background: BackgroundParams = field(default_factory=BackgroundParams)
     crf: Optional[CRFParams] = field(default_factory=CRFParams)
     confident: Optional[ConfidentRegions] = None
-    regions: Optional[RegionParams] = field(default_factory=RegionParams)
+    regions: Optional[RegionParams] = None
     max_side: int = 512
 
     def __post_init__(self) -> None:
@@ -217,7 +219,7 @@ def pseudo_label_image(
         evidence_cfg = evidence_config(model, config)
     x = normalize(image).to(device)
     result = pseudo_label_from_evidence(image, compute_evidence(model, x, classes, head, evidence_cfg), config)
-    if config.regions is None or len(classes) < 2:
+    if config.regions is None:
         return result
     return replace(result, mask=relabel(model, x, result.mask, classes, head, config.regions))
 
@@ -234,9 +236,12 @@ def relabel(model: torch.nn.Module, image: torch.Tensor, mask: np.ndarray, class
         head: see :class:`ClassHead`.
 
     Returns:
-        ``(H, W)`` uint8.
+        ``(H, W)`` uint8; ``mask`` itself for fewer than two classes (nothing to choose between).
     """
-    regions = class_regions(mask, classes, params.min_pixels)
+    if tuple(image.shape[-2:]) != tuple(np.shape(mask)):
+        raise ValueError(f"relabel: image {tuple(image.shape)} and mask {np.shape(mask)} differ in size; "
+                         "pass the normalised (3, H, W) image the mask was made from")
+    regions = class_regions(mask, classes, params.min_pixels) if len(classes) > 1 else []
     if not regions:
         return np.asarray(mask, np.uint8)
     side = params.input_side or model_input_side(model)
