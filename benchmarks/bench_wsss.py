@@ -5,7 +5,8 @@
 
 1. Quality: pseudo-mask mIoU of CAM only, slot-refined, and slot-refined + dense
    CRF, with and without the per-image slot classifier (the default has it;
-   its per-class IoU too), and the default followed by region relabelling, on a freshly generated EmojiVOC train split (a
+   its per-class IoU too), and the default followed by region relabelling,
+   on a freshly generated EmojiVOC train split (a
    seed the demo model never saw), with the background threshold fixed (the
    default) and swept (best); plus the block/mix choices behind the default
    (evidence is computed once per image with every GLMix block captured, then
@@ -136,7 +137,8 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
                 mask = labeller.mask(BackgroundParams(threshold=bg))
                 acc.add(mask, gt)
                 if classifier and bg == default.background.threshold:  # the default, then region relabelling
-                    crf_accs[regions][bg].add(relabel(model, normalize(image), mask, classes, head, RegionParams()), gt)
+                    relabelled = relabel(model, normalize(image), mask, classes, head, RegionParams())
+                    crf_accs[regions][bg].add(relabelled, gt)
     dt = time.perf_counter() - t0
     bg0 = default.background.threshold
     print(f"\n1. pseudo-mask quality on {len(ids)} EmojiVOC train images (seed {args.seed}), {dt:.0f} s")

@@ -64,7 +64,8 @@ def test_bundled_model_recognises_fresh_emojivoc(demo, fresh):
 @pytest.fixture(scope="module")
 def seed2024(tmp_path_factory):
     """8 EmojiVOC train images of a seed no choice was made on."""
-    return VOCLayout(make_emojivoc(tmp_path_factory.mktemp("s2024") / "ev", train=8, val=1, seed=2024, progress=False))
+    root = make_emojivoc(tmp_path_factory.mktemp("s2024") / "ev", train=8, val=1, seed=2024, progress=False)
+    return VOCLayout(root)
 
 
 @pytest.mark.slow

@@ -218,7 +218,8 @@ def pseudo_label_image(
     if evidence_cfg is None:
         evidence_cfg = evidence_config(model, config)
     x = normalize(image).to(device)
-    result = pseudo_label_from_evidence(image, compute_evidence(model, x, classes, head, evidence_cfg), config)
+    evidence = compute_evidence(model, x, classes, head, evidence_cfg)
+    result = pseudo_label_from_evidence(image, evidence, config)
     if config.regions is None:
         return result
     return replace(result, mask=relabel(model, x, result.mask, classes, head, config.regions))

@@ -64,7 +64,8 @@ def model_input_side(model: nn.Module, default: int = 224) -> int:
     return int(max(size[-2:])) if size else default
 
 
-def class_regions(mask: np.ndarray, classes: Sequence[int], min_pixels: int = 1) -> List[Tuple[int, np.ndarray]]:
+def class_regions(mask: np.ndarray, classes: Sequence[int],
+                  min_pixels: int = 1) -> List[Tuple[int, np.ndarray]]:
     """Connected regions (4-connectivity) of each class in ``mask``, at least ``min_pixels`` large.
 
     Args:
@@ -87,8 +88,8 @@ def class_regions(mask: np.ndarray, classes: Sequence[int], min_pixels: int = 1)
 
 
 @torch.no_grad()
-def region_probabilities(model: nn.Module, image: torch.Tensor, regions: Sequence[np.ndarray], head: ClassHead,
-                         side: int, batch_size: int = 8) -> torch.Tensor:
+def region_probabilities(model: nn.Module, image: torch.Tensor, regions: Sequence[np.ndarray],
+                         head: ClassHead, side: int, batch_size: int = 8) -> torch.Tensor:
     """Class probabilities of the image with only one region visible, for each region.
 
     Each masked image (outside the region: 0 in normalised space, the mean
