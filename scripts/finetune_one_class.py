@@ -10,7 +10,8 @@ small CNN from scratch learns them alone in minutes
 network learns them too; a multi-label fine-tune afterwards
 (``glmix-wsss train --init-checkpoint OUT``) brings the other classes back,
 or ``--distill W`` holds the other 19 outputs to the initial model's
-probabilities meanwhile (learning without forgetting).
+probabilities meanwhile (learning without forgetting), ``--distill-maps W``
+their per-position logits (the maps the pseudo-masks are made from).
 Images are resized whole to ``--size`` once and kept in memory; flips and
 shifts of up to a tenth of the side; AdamW one-cycle; every random choice
 follows ``--seed``. Writes ``{"model": state_dict}`` after every epoch
@@ -48,6 +49,12 @@ def class_ap(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
     return average_precision(scores(model, images, batch=100)[:, column], targets.numpy())
 
 
+def position_logits(model: torch.nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    """The classifier at every output position (the CAM before ReLU): ``(B, C, h, w) -> (B, 20, h, w)``."""
+    head = model.get_classifier()
+    return F.conv2d(feats, head.weight[:, :, None, None], head.bias)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--voc-root", type=Path, required=True)
@@ -64,6 +71,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--distill", type=float, default=0.0,
                    help="weight of a BCE holding the other 19 outputs to the initial model's probabilities (0: off)")
+    p.add_argument("--distill-maps", type=float, default=0.0,
+                   help="weight of a mean squared error holding the other 19 classes' per-position logits (their "
+                        "class maps) to the initial model's (0: off)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if args.cls not in VOC_FOREGROUND:
@@ -76,7 +86,8 @@ def main() -> None:
     (x_tr, y_tr), (x_va, y_va) = (load_split(layout, s, args.size) for s in (args.train_split, args.val_split))
     y_tr, y_va = y_tr[:, column], y_va[:, column]
     model = load_checkpoint(timm.create_model("glnet_demo"), args.init).float().train()
-    teacher = load_checkpoint(timm.create_model("glnet_demo"), args.init).float().eval() if args.distill else None
+    teacher = (load_checkpoint(timm.create_model("glnet_demo"), args.init).float().eval()
+               if args.distill or args.distill_maps else None)
     others = [c for c in range(len(VOC_FOREGROUND)) if c != column]
     _logger.info("%s: val AP %.3f at %d px before", args.cls, class_ap(model, x_va, y_va, column), args.size)
     steps_per_epoch = len(x_tr) // args.batch_size
@@ -88,12 +99,18 @@ def main() -> None:
         for b in range(steps_per_epoch):
             idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
             x = augment(x_tr[idx], rng)
-            logits = model(x)
+            feats = model.forward_features(x)
+            logits = model.forward_head(feats)
             loss = F.binary_cross_entropy_with_logits(logits[:, column], y_tr[idx])
             if teacher is not None:
                 with torch.no_grad():
-                    target = torch.sigmoid(teacher(x)[:, others])
-                loss = loss + args.distill * F.binary_cross_entropy_with_logits(logits[:, others], target)
+                    t_feats = teacher.forward_features(x)
+                    target = torch.sigmoid(teacher.forward_head(t_feats)[:, others])
+                if args.distill:
+                    loss = loss + args.distill * F.binary_cross_entropy_with_logits(logits[:, others], target)
+                if args.distill_maps:
+                    loss = loss + args.distill_maps * F.mse_loss(position_logits(model, feats)[:, others],
+                                                                 position_logits(teacher, t_feats)[:, others])
             opt.zero_grad()
             loss.backward()
             opt.step()
