@@ -57,11 +57,11 @@ class RegionParams:
                              f"{self.min_pixels}, {self.input_side}, {self.batch_size}")
 
 
-def model_input_side(model: nn.Module, default: int = 224) -> int:
-    """The longer side of the model's training input (``pretrained_cfg["input_size"]``), else ``default``."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = cfg.get("input_size")
-    return int(max(size[-2:])) if size else default
+def model_input_side(model: nn.Module) -> int:
+    """The longer side of the model's training input (timm's data config; 224 when the model has none)."""
+    from timm.data import resolve_model_data_config
+
+    return int(max(resolve_model_data_config(model)["input_size"][-2:]))
 
 
 def class_regions(mask: np.ndarray, classes: Sequence[int],
