@@ -41,8 +41,8 @@ from glmix_viz.models.demo import load_demo_model  # noqa: E402
 from wsss.emojivoc import make_emojivoc  # noqa: E402
 from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence  # noqa: E402
 from wsss.metrics import ConfusionAccumulator  # noqa: E402
-from wsss.pipeline import EvidenceLabeller, PseudoLabelConfig, pseudo_label_image, relabel  # noqa: E402
-from wsss.regions import RegionParams  # noqa: E402
+from wsss.pipeline import EvidenceLabeller, PseudoLabelConfig, pseudo_label_image  # noqa: E402
+from wsss.regions import RegionParams, relabel  # noqa: E402
 from wsss.refine import (  # noqa: E402
     BackgroundParams,
     CRFParams,

@@ -12,7 +12,8 @@ from glmix_viz.models.demo import DEMO_WEIGHTS, load_demo_model
 from wsss.emojivoc import make_emojivoc
 from wsss.evidence import ClassHead
 from wsss.metrics import ConfusionAccumulator
-from wsss.pipeline import PseudoLabelConfig, pseudo_label_image, relabel
+from wsss.pipeline import PseudoLabelConfig, pseudo_label_image
+from wsss.regions import relabel
 from wsss.refine import BackgroundParams
 from wsss.regions import RegionParams, class_regions
 from wsss.train import mean_average_precision

@@ -33,13 +33,13 @@ from .refine import (
     to_probabilities,
     with_background,
 )
-from .regions import RegionParams, class_regions, model_input_side, region_probabilities, relabel_regions
+from .regions import RegionParams, relabel
 from .slot_classifier import SlotClassifierParams, mix_slot_classifier, slot_classifier
 from .voc import VOCLayout, save_mask
 
 __all__ = [
     "PseudoLabelConfig", "PseudoLabelResult", "EvidenceLabeller", "evidence_config", "class_scores",
-    "pseudo_label_from_evidence", "relabel", "pseudo_label_image", "run_pseudo_labels", "shard",
+    "pseudo_label_from_evidence", "pseudo_label_image", "run_pseudo_labels", "shard",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def pseudo_label_image(
     """Pseudo-mask of one image from its image-level classes.
 
     :func:`wsss.evidence.compute_evidence` with :func:`evidence_config`, then
-    :func:`pseudo_label_from_evidence`, then (``config.regions``) :func:`relabel`.
+    :func:`pseudo_label_from_evidence`, then (``config.regions``) :func:`wsss.regions.relabel`.
 
     Args:
         model: GLNet in eval mode on ``device``.
@@ -223,31 +223,6 @@ def pseudo_label_image(
     if config.regions is None:
         return result
     return replace(result, mask=relabel(model, x, result.mask, classes, head, config.regions))
-
-
-def relabel(model: torch.nn.Module, image: torch.Tensor, mask: np.ndarray, classes: Sequence[int],
-            head: ClassHead, params: RegionParams = RegionParams()) -> np.ndarray:
-    """Region relabelling of one finished mask (see :mod:`wsss.regions`).
-
-    Args:
-        model: GLNet in eval mode.
-        image: normalised ``(3, H, W)`` on the model's device, the size of ``mask``.
-        mask: ``(H, W)`` VOC labels.
-        classes: the image's classes.
-        head: see :class:`ClassHead`.
-
-    Returns:
-        ``(H, W)`` uint8; ``mask`` itself for fewer than two classes (nothing to choose between).
-    """
-    if tuple(image.shape[-2:]) != tuple(np.shape(mask)):
-        raise ValueError(f"relabel: image {tuple(image.shape)} and mask {np.shape(mask)} differ in size; "
-                         "pass the normalised (3, H, W) image the mask was made from")
-    regions = class_regions(mask, classes, params.min_pixels) if len(classes) > 1 else []
-    if not regions:
-        return np.asarray(mask, np.uint8)
-    side = params.input_side or model_input_side(model)
-    probs = region_probabilities(model, image, [r for _, r in regions], head, side, params.batch_size)
-    return relabel_regions(mask, list(classes), regions, probs, params.margin)
 
 
 def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:

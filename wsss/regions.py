@@ -14,7 +14,8 @@ probability beats the region's current class by more than ``margin``::
     relabel  where max_k p[k] - p[current] > margin
 
 This is a post-processing step on the finished mask (after the CRF), so it
-needs the model again; see :func:`wsss.pipeline.pseudo_label_image`.
+needs the model again: :func:`relabel` does the whole step, and
+:func:`wsss.pipeline.pseudo_label_image` calls it when ``config.regions`` is set.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from .evidence import ClassHead
 
-__all__ = ["RegionParams", "class_regions", "region_probabilities", "relabel_regions", "model_input_side"]
+__all__ = ["RegionParams", "class_regions", "region_probabilities", "relabel_regions", "model_input_side", "relabel"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +140,28 @@ def relabel_regions(mask: np.ndarray, classes: Sequence[int], regions: Sequence[
         if among.max() - p[current - 1] > margin:
             out[region] = best
     return out
+
+
+def relabel(model: nn.Module, image: torch.Tensor, mask: np.ndarray, classes: Sequence[int],
+            head: ClassHead, params: RegionParams = RegionParams()) -> np.ndarray:
+    """Region relabelling of one finished mask (see :mod:`wsss.regions`).
+
+    Args:
+        model: GLNet in eval mode.
+        image: normalised ``(3, H, W)`` on the model's device, the size of ``mask``.
+        mask: ``(H, W)`` VOC labels.
+        classes: the image's classes.
+        head: see :class:`ClassHead`.
+
+    Returns:
+        ``(H, W)`` uint8; ``mask`` itself for fewer than two classes (nothing to choose between).
+    """
+    if tuple(image.shape[-2:]) != tuple(np.shape(mask)):
+        raise ValueError(f"relabel: image {tuple(image.shape)} and mask {np.shape(mask)} differ in size; "
+                         "pass the normalised (3, H, W) image the mask was made from")
+    regions = class_regions(mask, classes, params.min_pixels) if len(classes) > 1 else []
+    if not regions:
+        return np.asarray(mask, np.uint8)
+    side = params.input_side or model_input_side(model)
+    probs = region_probabilities(model, image, [r for _, r in regions], head, side, params.batch_size)
+    return relabel_regions(mask, list(classes), regions, probs, params.margin)
