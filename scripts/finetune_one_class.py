@@ -1,4 +1,4 @@
-"""Fine-tune a 20-class glnet_demo on one class alone (class-vs-rest BCE on that class's output only), or on some or all.
+"""Fine-tune a 20-class glnet_demo on some of its classes alone (class-vs-rest BCE on their outputs only).
 
     python scripts/finetune_one_class.py --voc-root data/emojivoc12k --train-split train_bird \\
         --init runs/stage12/checkpoint-best.pth --class bird --out runs/bird_only.pth
@@ -9,7 +9,7 @@ small CNN from scratch learns them alone in minutes
 (``benchmarks/class_learnability.py``). Trained on birds alone the same
 network learns them too; a multi-label fine-tune afterwards
 (``glmix-wsss train --init-checkpoint OUT``) brings the other classes back,
-or ``--distill W`` holds the other 19 outputs to the initial model's
+or ``--distill W`` holds the other outputs to the initial model's
 probabilities meanwhile (learning without forgetting), ``--distill-maps W``
 their per-position logits (the maps the pseudo-masks are made from);
 ``--hide P`` hides grid cells of the training images (hide-and-seek) so the
@@ -47,7 +47,8 @@ from class_learnability import augment, load_split, scores  # noqa: E402
 _logger = logging.getLogger("finetune_one_class")
 
 
-def class_ap(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, columns: List[int]) -> float:
+def class_ap(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
+             columns: List[int]) -> float:
     """Mean AP of outputs ``columns`` over ``images (N, S, S, 3)`` uint8, ``targets (N, 20)`` (eval mode)."""
     out = scores(model, images, batch=100)
     return float(np.mean([average_precision(out[:, c], targets[:, c].numpy()) for c in columns]))
@@ -78,7 +79,8 @@ def main() -> None:
     p.add_argument("--val-split", default="val")
     p.add_argument("--init", type=Path, required=True, help="glnet_demo checkpoint with a 20-class head")
     p.add_argument("--class", dest="cls", default="bird",
-                   help="VOC class name, several joined by commas, or 'all' (then no --distill/--distill-maps)")
+                   help="VOC class name, several joined by commas, or 'all' (then no --distill, "
+                        "--distill-maps)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -87,36 +89,42 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--distill", type=float, default=0.0,
-                   help="weight of a BCE holding the other 19 outputs to the initial model's probabilities (0: off)")
+                   help="weight of a BCE holding the other outputs to the initial model's probabilities "
+                        "(0: off)")
     p.add_argument("--distill-maps", type=float, default=0.0,
-                   help="weight of a mean squared error holding the other 19 classes' per-position logits (their "
-                        "class maps) to the initial model's (0: off)")
+                   help="weight of a mean squared error holding the other classes' per-position logits "
+                        "(their class maps) to the initial model's (0: off)")
     p.add_argument("--hide", type=float, default=0.0,
                    help="hide-and-seek: probability of hiding each grid cell of a training image (0: off)")
     p.add_argument("--hide-grid", type=int, default=4, help="--hide: cells per side")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if not 0 <= args.hide < 1 or args.hide_grid < 1:
-        p.error(f"--hide {args.hide} / --hide-grid {args.hide_grid}: expected a probability in [0, 1) and >= 1 cells")
+        p.error(f"--hide {args.hide} / --hide-grid {args.hide_grid}: expected a probability in [0, 1) "
+                "and at least 1 cell")
     names = list(VOC_FOREGROUND) if args.cls == "all" else args.cls.split(",")
     if not set(names) <= set(VOC_FOREGROUND):
         p.error(f"--class {args.cls!r}: expected 'all' or names from {list(VOC_FOREGROUND)}")
     columns = sorted(VOC_FOREGROUND.index(n) for n in set(names))
     others = [c for c in range(len(VOC_FOREGROUND)) if c not in columns]
     if not others and (args.distill or args.distill_maps):
-        p.error(f"--class {args.cls}: trains every output, so --distill / --distill-maps have nothing to hold")
+        p.error(f"--class {args.cls}: trains every output, so --distill and --distill-maps have "
+                "nothing to hold")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     layout = VOCLayout(args.voc_root)
-    (x_tr, y_tr), (x_va, y_va) = (load_split(layout, s, args.size) for s in (args.train_split, args.val_split))
+    (x_tr, y_tr), (x_va, y_va) = (load_split(layout, split, args.size)
+                                  for split in (args.train_split, args.val_split))
     model = load_checkpoint(timm.create_model("glnet_demo"), args.init).float().train()
     teacher = (load_checkpoint(timm.create_model("glnet_demo"), args.init).float().eval()
                if args.distill or args.distill_maps else None)
-    _logger.info("%s: val AP %.3f at %d px before", args.cls, class_ap(model, x_va, y_va, columns), args.size)
+    _logger.info("%s: val AP %.3f at %d px before", args.cls, class_ap(model, x_va, y_va, columns),
+                 args.size)
     steps_per_epoch = len(x_tr) // args.batch_size
     opt = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.epochs * steps_per_epoch,
+                                                pct_start=0.1)
     t0 = time.perf_counter()
     for epoch in range(args.epochs):
         perm = torch.randperm(len(x_tr))
@@ -142,8 +150,8 @@ def main() -> None:
             opt.step()
             sched.step()
         atomic_write(args.out, lambda tmp: torch.save({"model": model.state_dict()}, tmp))
-        _logger.info("epoch %d (%.0f s): %s val AP %.3f; wrote %s", epoch + 1, time.perf_counter() - t0, args.cls,
-                     class_ap(model, x_va, y_va, columns), args.out)
+        _logger.info("epoch %d (%.0f s): %s val AP %.3f; wrote %s", epoch + 1, time.perf_counter() - t0,
+                     args.cls, class_ap(model, x_va, y_va, columns), args.out)
 
 
 if __name__ == "__main__":
