@@ -139,8 +139,9 @@ def main() -> None:
             if teacher is not None:
                 with torch.no_grad():
                     t_feats = teacher.forward_features(x)
-                    target = torch.sigmoid(teacher.forward_head(t_feats)[:, others])
                 if args.distill:
+                    with torch.no_grad():
+                        target = torch.sigmoid(teacher.forward_head(t_feats)[:, others])
                     loss = loss + args.distill * F.binary_cross_entropy_with_logits(logits[:, others], target)
                 if args.distill_maps:
                     loss = loss + args.distill_maps * F.mse_loss(position_logits(model, feats)[:, others],

@@ -13,12 +13,10 @@ from wsss.emojivoc import make_emojivoc
 from wsss.evidence import ClassHead
 from wsss.metrics import ConfusionAccumulator
 from wsss.pipeline import PseudoLabelConfig, pseudo_label_image
-from wsss.regions import relabel
 from wsss.refine import BackgroundParams
-from wsss.regions import RegionParams, class_regions
+from wsss.regions import RegionParams, class_regions, relabel
 from wsss.train import mean_average_precision
 from wsss.voc import VOCLayout, read_mask
-
 
 # chance (all scores equal) is about 0.13 on this set; the bundled model's own measurement is in the README
 MIN_MAP = 0.80  # the bundled model scores 0.94 here (0.92 on the EmojiVOC val split)

@@ -26,10 +26,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.data import resolve_model_data_config
 
 from .evidence import ClassHead
 
-__all__ = ["RegionParams", "class_regions", "region_probabilities", "relabel_regions", "model_input_side", "relabel"]
+__all__ = [
+    "RegionParams", "class_regions", "region_probabilities", "relabel_regions", "model_input_side", "relabel",
+]
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,6 @@ class RegionParams:
 
 def model_input_side(model: nn.Module) -> int:
     """The longer side of the model's training input (timm's data config; 224 when the model has none)."""
-    from timm.data import resolve_model_data_config
-
     return int(max(resolve_model_data_config(model)["input_size"][-2:]))
 
 
