@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from wsss.evidence import IMAGENET_TO_VOC, ClassHead, EvidenceConfig, SlotMaps, compute_evidence
+from wsss.evidence import IMAGENET_TO_VOC, ClassHead, EvidenceConfig, SlotMaps, compute_evidence, stitched_cam
 from wsss.pipeline import PseudoLabelConfig
 from wsss.refine import (
     BackgroundParams,
@@ -105,3 +105,71 @@ def test_heads_are_checked():
     assert len(flat) == len(set(flat)) and all(0 <= i < 1000 for i in flat)
     ev = compute_evidence(inet.eval(), torch.randn(3, 64, 64), [8, 12], head, EvidenceConfig(scales=(1.0,)))
     assert ev.cams.shape == (2, 64, 64)
+
+
+class _WindowMean(torch.nn.Module):
+    """A stand-in backbone with stride 32: each output cell is the mean of its 32x32 block of channel 0."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x[:, :1], 32)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_stitched_cam_equals_window_means_by_brute_force(factor):
+    # fine cell (i, j) is centred at ((i + 0.5) * s, (j + 0.5) * s), s = 32 / factor; the pass whose output
+    # cell is centred there averages the 32x32 window around that centre, zeros (padding) outside the image
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.1, 1.0, size=(64, 96)).astype(np.float32)
+    x = torch.from_numpy(image)[None, None].repeat(1, 3, 1, 1)
+    fine = stitched_cam(_WindowMean(), x, torch.ones(1, 1), factor)[0].numpy()
+    s = 32 // factor
+    assert fine.shape == (64 // s, 96 // s)
+    padded = np.pad(image, 16)
+    for i in range(fine.shape[0]):
+        for j in range(fine.shape[1]):
+            cy, cx = int((i + 0.5) * s) + 16, int((j + 0.5) * s) + 16  # centre in padded coordinates
+            assert fine[i, j] == pytest.approx(padded[cy - 16:cy + 16, cx - 16:cx + 16].mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="divisible by 32"):
+        stitched_cam(_WindowMean(), x[..., :80], torch.ones(1, 1), factor)
+    with pytest.raises(ValueError, match="even divisor"):
+        stitched_cam(_WindowMean(), x, torch.ones(1, 1), 3)
+
+
+def test_scale_weights_and_stitch_in_compute_evidence():
+    torch.manual_seed(0)
+    model = timm.create_model("test_glnet", num_classes=20).eval()
+    head = ClassHead.from_model(model)
+    image = torch.randn(3, 70, 90)
+    one = compute_evidence(model, image, [3, 15], head, EvidenceConfig(scales=(1.0,)))
+    # weight 0 drops a scale; 1 each is the default; factor 1 is the plain CAM
+    dropped = compute_evidence(model, image, [3, 15], head,
+                               EvidenceConfig(scales=(1.0, 0.5), weights=(1.0, 0.0)))
+    np.testing.assert_allclose(dropped.cams.numpy(), one.cams.numpy(), atol=1e-6)
+    plain = compute_evidence(model, image, [3, 15], head, EvidenceConfig(scales=(1.0, 0.5), stitch=(1, 1)))
+    both = compute_evidence(model, image, [3, 15], head, EvidenceConfig(scales=(1.0, 0.5)))
+    np.testing.assert_allclose(plain.cams.numpy(), both.cams.numpy(), atol=1e-6)
+    # a stitched scale: the image resized to a multiple of 32 (70x90 at 1.0 -> 64x96), its stitched CAM
+    # upsampled,
+    # and slots still captured on a plain pass of that input
+    ev = compute_evidence(model, image, [3], head, EvidenceConfig(scales=(1.0,), flip=False, stitch=(4,),
+                                                                   slot_blocks=(2,)))
+    with torch.no_grad():
+        x = torch.nn.functional.interpolate(image[None], size=(64, 96), mode="bilinear")
+        fine = stitched_cam(model, x, model.head.weight[[2]], 4)
+        cam = torch.nn.functional.interpolate(fine[None], size=(70, 90), mode="bilinear")[0, 0]
+    assert fine.shape == (1, 8, 12)
+    np.testing.assert_allclose(ev.cams[0].numpy(), (cam / cam.max()).numpy(), atol=1e-5)
+    assert ev.slots[0].grid == (8, 12)  # 64x96 at stride 8
+    assert not np.allclose(ev.cams[0].numpy(), one.cams[0].numpy(), atol=1e-2)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(weights=(1.0,)), "one per scale"),
+    (dict(stitch=(1, 2, 4)), "one per scale"),
+    (dict(weights=(1.0, -1.0)), ">= 0"),
+    (dict(stitch=(1, 3)), "even factor"),
+    (dict(scales=()), "positive"),
+])
+def test_evidence_config_names_the_bad_flag(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EvidenceConfig(**{"scales": (1.0, 0.5), **kwargs})

@@ -14,6 +14,7 @@ import torch
 
 from wsss import cli, pipeline
 from wsss.emojivoc import make_emojivoc
+from wsss.evidence import EvidenceConfig
 from wsss.voc import VOCLayout, read_mask
 
 
@@ -131,6 +132,33 @@ def test_region_relabel_flag_reaches_the_pipeline(tiny_voc, tiny_ckpt, tmp_path,
     for extra in ([], ["--region-relabel", "--region-margin", "0.4"]):
         cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", *extra))
     assert seen == [None, RegionParams(margin=0.4)]
+
+
+def test_scale_weights_and_stitch_flags_reach_the_config(tiny_voc, tiny_ckpt, tmp_path, monkeypatch, capsys):
+    from wsss import commands
+
+    seen = []
+    monkeypatch.setattr(commands, "run_pseudo_labels", lambda *a, config, **k: seen.append(config.evidence) or
+                        {"written": 0, "skipped": 0, "failed": 0})
+    assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--scale-weights", "1,2",
+                         "--stitch", "1,4")) == 0
+    assert (seen[0].scales, seen[0].weights, seen[0].stitch) == ((1.0, 0.5), (1.0, 2.0), (1, 4))
+    for extra, flag in ((["--stitch", "1,3"], "--stitch"), (["--scale-weights", "1"], "--scale-weights"),
+                        (["--stitch", "1,x"], "--stitch")):
+        assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", *extra)) == 2
+        assert flag in capsys.readouterr().err
+    assert len(seen) == 1
+    # without --scales: the method's defaults (the stitched evidence for slots, the standard protocol for cam)
+    plain = [a for a in args(tiny_voc, tiny_ckpt, tmp_path / "pl") if a not in ("--scales", "1.0,0.5")]
+    for extra in ([], ["--method", "cam"], ["--stitch", "1,2"]):
+        assert cli.main(plain + extra) == 0
+    slots, cam, stitched = seen[1:]
+    default = pipeline.SLOT_EVIDENCE
+    assert (slots.scales, slots.weights, slots.stitch) == (default.scales, default.weights, default.stitch)
+    assert slots.slot_blocks == (2, 4) and cam == EvidenceConfig()
+    assert (stitched.weights, stitched.stitch) == (pipeline.SLOT_EVIDENCE.weights, (1, 2))
+    assert pipeline.PseudoLabelConfig().evidence == pipeline.SLOT_EVIDENCE
+    assert pipeline.PseudoLabelConfig(method="cam").evidence == EvidenceConfig()
 
 
 def test_confident_labels_hand_worked():

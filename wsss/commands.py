@@ -28,6 +28,33 @@ def _floats(text: str, name: str) -> Tuple[float, ...]:
         raise ValueError(f"{name} {text!r}: expected comma-separated numbers") from err
 
 
+def _ints(text: str, name: str) -> Tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise ValueError(f"{name} {text!r}: expected comma-separated integers") from err
+
+
+def _evidence(args: argparse.Namespace, blocks: Tuple[int, ...]) -> EvidenceConfig:
+    """--scales, --scale-weights, --stitch and --no-flip over the method's defaults.
+
+    Without --scales the method's default evidence is the base (the stitched
+    pipeline's for slots, the standard protocol's for cam); with it, weights
+    and stitching are 1 per scale unless given.
+    """
+    if args.scales is None:
+        base = PseudoLabelConfig(method=args.method).evidence
+        scales, weights, stitch = base.scales, base.weights, base.stitch
+    else:
+        scales, weights, stitch = _floats(args.scales, "--scales"), None, None
+    if args.scale_weights:
+        weights = _floats(args.scale_weights, "--scale-weights")
+    if args.stitch:
+        stitch = _ints(args.stitch, "--stitch")
+    return EvidenceConfig(scales=scales, flip=not args.no_flip, slot_blocks=blocks, weights=weights,
+                          stitch=stitch)
+
+
 def _regions(on: bool, margin: float) -> Optional[RegionParams]:
     params = RegionParams(margin=margin)  # checked even when off: a bad --region-margin is an error either way
     return params if on else None
@@ -127,7 +154,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     blocks = tuple(int(b) for b in args.blocks.split(",") if b.strip()) if args.method == "slots" else ()
     config = PseudoLabelConfig(
         method=args.method,
-        evidence=EvidenceConfig(scales=_floats(args.scales, "--scales"), flip=not args.no_flip, slot_blocks=blocks),
+        evidence=_evidence(args, blocks),
         slot_mix=args.slot_mix,
         slot_sharpness=args.slot_sharpness,
         slot_baseline=args.slot_baseline,

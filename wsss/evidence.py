@@ -4,7 +4,12 @@ CAM (the standard WSSS protocol, as IRN): for each scale (default 1.0, 0.5,
 1.5, 2.0) and its horizontal flip, the classifier weights of each labelled
 class applied to the final feature map, ReLU, resized to the image and summed;
 each class map is then divided by its maximum. Only the classes in the image's
-labels are computed.
+labels are computed. Each scale can be weighted in the sum and computed by
+shift-and-stitch (:func:`stitched_cam`): the model sees the image at that
+scale several times, shifted by fractions of its output stride, and the passes
+interleave into a finer map. The default pipeline uses the latter at 0.5, the
+scale at which ``glnet_demo`` sees EmojiVOC's objects at their training size
+(``wsss.pipeline.SLOT_EVIDENCE``).
 
 The classifier is a :class:`ClassHead`: the model's own head for a model
 trained with ``glmix-wsss train`` (20 outputs, one per VOC class), or the
@@ -27,7 +32,8 @@ from glmix_viz.capture import SlotCapture
 from .voc import VOC_FOREGROUND
 
 __all__ = [
-    "ClassHead", "EvidenceConfig", "SlotMaps", "Evidence", "compute_evidence", "normalise_by_max", "IMAGENET_TO_VOC",
+    "ClassHead", "EvidenceConfig", "SlotMaps", "Evidence", "compute_evidence", "normalise_by_max",
+    "stitched_cam", "IMAGENET_TO_VOC",
 ]
 
 IMAGENET_TO_VOC = Path(__file__).parent / "data" / "imagenet_to_voc.json"
@@ -102,11 +108,33 @@ class EvidenceConfig:
         scales: image scales of the CAM (the first is where slots are captured).
         flip: add horizontally flipped passes.
         slot_blocks: GLMix block ordinals (1-based) whose clustering is kept.
+        weights: weight of each scale's CAM in the sum (``None``: 1 each).
+        stitch: shift-and-stitch factor of each scale (``None``: 1 each): the
+            CAM at that scale is computed on a grid ``f`` times finer than the
+            model's output stride, from ``f * f`` shifted passes (see
+            :func:`stitched_cam`); 1 is the plain CAM, otherwise an even
+            divisor of the stride.
     """
 
     scales: Tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
     slot_blocks: Tuple[int, ...] = ()
+    weights: Optional[Tuple[float, ...]] = None
+    stitch: Optional[Tuple[int, ...]] = None
+
+    def __post_init__(self) -> None:
+        if not self.scales or any(not s > 0 for s in self.scales):
+            raise ValueError(f"scales {self.scales} (--scales): expected one or more positive numbers")
+        checks = (("weights", "--scale-weights", self.weights), ("stitch", "--stitch", self.stitch))
+        for name, flag, values in checks:
+            if values is not None and len(values) != len(self.scales):
+                raise ValueError(f"{name} {values} ({flag}): expected one per scale, {len(self.scales)} "
+                                 f"for scales {self.scales}")
+        if self.weights is not None and any(w < 0 for w in self.weights):
+            raise ValueError(f"weights {self.weights} (--scale-weights): expected numbers >= 0")
+        if self.stitch is not None and any(f < 1 or (f > 1 and f % 2) for f in self.stitch):
+            raise ValueError(f"stitch {self.stitch} (--stitch): expected 1 (plain) or an even factor "
+                             "per scale")
 
 
 @dataclass(frozen=True)
@@ -156,10 +184,73 @@ def normalise_by_max(maps: torch.Tensor) -> torch.Tensor:
     return maps / maps.flatten(1).amax(1).clamp_min(1e-5).view(-1, 1, 1)
 
 
+def _cams(model: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """ReLU(W f) for the features f of a batch: ``(B, 3, h, w) -> (B, O', h/32, w/32)``."""
+    return F.relu(torch.einsum("oc,bchw->bohw", weight, model.forward_features(x)))
+
+
 def _cam_at(model: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """ReLU(W f) for features f of ``x``: ``(1, 3, h, w) -> (O', h/32, w/32)``."""
-    feats = model.forward_features(x)[0]  # (C, h', w')
-    return F.relu(torch.einsum("oc,chw->ohw", weight, feats))
+    return _cams(model, x, weight)[0]
+
+
+def stitched_cam(model: nn.Module, x: torch.Tensor, weight: torch.Tensor, factor: int,
+                 stride: int = 32) -> torch.Tensor:
+    """CAM on a grid ``factor`` times finer than the output stride, by shift-and-stitch.
+
+    The model sees the whole image ``factor * factor`` times, each time padded
+    (with zeros, the mean colour) by a different offset on the top and left, so
+    that its output cells are centred on a different phase of the finer grid;
+    the passes are interleaved into one map (OverFeat's shift-and-stitch).
+    Each fine cell holds exactly the CAM of one pass whose cell is centred
+    there, so the map keeps the plain CAM's scale while the model still sees
+    the image at the scale it was given.
+
+    Args:
+        model: a GLNet in eval mode.
+        x: ``(1, 3, h, w)`` with ``h`` and ``w`` multiples of ``stride``.
+        weight: ``(O', C)`` classifier rows.
+        factor: even divisor of ``stride`` (1: the plain CAM).
+        stride: the model's output stride.
+
+    Returns:
+        ``(O', factor * h / stride, factor * w / stride)``; fine cell ``m`` is
+        centred at ``(m + 0.5) * stride / factor`` pixels.
+    """
+    h, w = x.shape[-2:]
+    if h % stride or w % stride:
+        raise ValueError(f"stitched_cam needs a size divisible by {stride}, got {(h, w)}")
+    if factor == 1:
+        return _cam_at(model, x, weight)
+    if factor % 2 or stride % factor:
+        raise ValueError(f"stitch factor {factor}: expected 1 or an even divisor of {stride}")
+    step = stride // factor
+    offsets = [step // 2 + step * k for k in range(factor)]  # pad before: output cells land on fine centres
+    shifts = [(dy, dx) for dy in offsets for dx in offsets]
+    batch = torch.cat([F.pad(x, (dx, stride - dx, dy, stride - dy)) for dy, dx in shifts])
+    cams = _cams(model, batch, weight)  # (factor^2, O', h/stride + 1, w/stride + 1)
+    fine = cams.new_zeros(cams.shape[1], factor * h // stride, factor * w // stride)
+    for cam, (dy, dx) in zip(cams, shifts):
+        # an output cell i is centred at stride * i + stride / 2 - dy, the fine cell of that centre:
+        rows = torch.arange(cam.shape[-2], device=x.device) * factor + (stride // 2 - dy - step // 2) // step
+        cols = torch.arange(cam.shape[-1], device=x.device) * factor + (stride // 2 - dx - step // 2) // step
+        r, c = (rows >= 0) & (rows < fine.shape[-2]), (cols >= 0) & (cols < fine.shape[-1])
+        fine[:, rows[r][:, None], cols[c][None, :]] = cam[:, r][:, :, c]
+    return fine
+
+
+def _output_stride(model: nn.Module) -> int:
+    """The model's output stride (timm's ``feature_info``; 32 when it has none)."""
+    info = getattr(model, "feature_info", None)
+    return int(info[-1]["reduction"]) if info else 32
+
+
+def _plain_cam_and_slots(model: nn.Module, x: torch.Tensor, weight: torch.Tensor,
+                         blocks: Sequence[int]) -> Tuple[torch.Tensor, List[SlotMaps]]:
+    """One pass's CAM ``(O', h', w')`` and the slots of ``blocks`` captured during it."""
+    with SlotCapture(model, list(blocks)) as cap:
+        cam = _cam_at(model, x, weight)
+    return cam, [SlotMaps(rec.ordinal, rec.logits[0].float(), rec.grid) for rec in cap.records]
 
 
 @torch.no_grad()
@@ -185,22 +276,25 @@ def compute_evidence(
     weight = head.weight[rows].to(image.device, image.dtype)
     total = image.new_zeros(len(rows), H, W)
     slots: List[SlotMaps] = []
-    for s_i, scale in enumerate(config.scales):
-        size = (max(32, int(round(H * scale))), max(32, int(round(W * scale))))
+    stride = _output_stride(model)
+    weights = config.weights or (1.0,) * len(config.scales)
+    stitch = config.stitch or (1,) * len(config.scales)
+    for s_i, (scale, w_s, factor) in enumerate(zip(config.scales, weights, stitch)):
+        multiple = 1 if factor == 1 else stride  # a stitched pass needs a size divisible by the stride
+        size = tuple(max(32, multiple * int(round(n * scale / multiple))) for n in (H, W))
         x = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
-        passes = [x, x.flip(-1)] if config.flip else [x]
-        for p_i, xp in enumerate(passes):
-            capture = s_i == 0 and p_i == 0 and config.slot_blocks
-            if capture:
-                with SlotCapture(model, list(config.slot_blocks)) as cap:
-                    cam = _cam_at(model, xp, weight)
-                for rec in cap.records:
-                    slots.append(SlotMaps(rec.ordinal, rec.logits[0].float(), rec.grid))
-            else:
+        for flipped in (False, True) if config.flip else (False,):
+            xp = x.flip(-1) if flipped else x
+            cam = None
+            if s_i == 0 and not flipped and config.slot_blocks:
+                cam, slots = _plain_cam_and_slots(model, xp, weight, config.slot_blocks)
+            if factor > 1:
+                cam = stitched_cam(model, xp, weight, factor, stride)
+            elif cam is None:
                 cam = _cam_at(model, xp, weight)
-            if p_i == 1:
+            if flipped:
                 cam = cam.flip(-1)
-            total += F.interpolate(cam[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+            total += w_s * F.interpolate(cam[None], size=(H, W), mode="bilinear", align_corners=False)[0]
     per_class = torch.stack([total[[index[r] for r in head.groups[c - 1]]].amax(0) for c in classes]) if classes \
         else image.new_zeros(0, H, W)
     return Evidence(classes, normalise_by_max(per_class).float().cpu(), tuple(
