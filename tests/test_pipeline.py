@@ -150,13 +150,15 @@ def test_scale_weights_and_stitch_flags_reach_the_config(tiny_voc, tiny_ckpt, tm
     assert len(seen) == 1
     # without --scales: the method's defaults (the stitched evidence for slots, the standard protocol for cam)
     plain = [a for a in args(tiny_voc, tiny_ckpt, tmp_path / "pl") if a not in ("--scales", "1.0,0.5")]
-    for extra in ([], ["--method", "cam"], ["--stitch", "1,2"]):
+    default_scales = pipeline.SLOT_EVIDENCE.scales
+    stitch = (1,) + (2,) * (len(default_scales) - 1)
+    for extra in ([], ["--method", "cam"], ["--stitch", ",".join(map(str, stitch))]):
         assert cli.main(plain + extra) == 0
     slots, cam, stitched = seen[1:]
     default = pipeline.SLOT_EVIDENCE
     assert (slots.scales, slots.weights, slots.stitch) == (default.scales, default.weights, default.stitch)
     assert slots.slot_blocks == (2, 4) and cam == EvidenceConfig()
-    assert (stitched.weights, stitched.stitch) == (pipeline.SLOT_EVIDENCE.weights, (1, 2))
+    assert (stitched.weights, stitched.stitch) == (pipeline.SLOT_EVIDENCE.weights, stitch)
     assert pipeline.PseudoLabelConfig().evidence == pipeline.SLOT_EVIDENCE
     assert pipeline.PseudoLabelConfig(method="cam").evidence == EvidenceConfig()
 

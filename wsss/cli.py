@@ -110,15 +110,21 @@ def _parser() -> argparse.ArgumentParser:
                     help="--slot-classifier: best class score below which a pixel is a background seed")
     pl.add_argument("--classifier-weight", type=float, default=seeds.weight,
                     help="--slot-classifier: weight of its probabilities against the scores' (1: classifier only)")
-    pl.add_argument("--scales", help="CAM scales, the first also where slots are captured (default: 1.0,0.5 "
-                                     "for --method slots, the standard 1.0,0.5,1.5,2.0 for --method cam)")
+    slot_ev, cam_ev = default.evidence, PseudoLabelConfig(method="cam").evidence
+
+    def csv(values) -> str:
+        return ",".join(f"{v:g}" for v in values)
+
+    pl.add_argument("--scales",
+                    help=f"CAM scales, the first also where slots are captured (default: "
+                         f"{csv(slot_ev.scales)} for --method slots, {csv(cam_ev.scales)} for cam)")
     pl.add_argument("--scale-weights",
-                    help="weight of each scale's CAM in their sum, one per scale (default: 2 for the "
-                         "stitched 0.5 of --method slots, otherwise 1 each)")
+                    help=f"weight of each scale's CAM in their sum, one per scale (default: "
+                         f"{csv(slot_ev.weights)} for --method slots, 1 each for cam)")
     pl.add_argument("--stitch",
-                    help="shift-and-stitch factor of each scale: 1 plain, F (even) a CAM on a grid F times "
-                         "finer from F*F shifted passes (default: 4 for the 0.5 of --method slots, "
-                         "otherwise 1 each)")
+                    help=f"shift-and-stitch factor of each scale: 1 plain, F (even) a CAM on a grid F times "
+                         f"finer from F*F shifted passes (default: {csv(slot_ev.stitch)} for --method slots, "
+                         "1 each for cam)")
     pl.add_argument("--no-flip", action="store_true")
     pl.add_argument("--bg", choices=("constant", "power"), default="constant")
     pl.add_argument("--bg-threshold", type=float, default=default.background.threshold,

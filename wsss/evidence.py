@@ -8,8 +8,8 @@ labels are computed. Each scale can be weighted in the sum and computed by
 shift-and-stitch (:func:`stitched_cam`): the model sees the image at that
 scale several times, shifted by fractions of its output stride, and the passes
 interleave into a finer map. The default pipeline uses the latter at 0.5, the
-scale at which ``glnet_demo`` sees EmojiVOC's objects at their training size
-(``wsss.pipeline.SLOT_EVIDENCE``).
+scale at which ``glnet_demo`` sees EmojiVOC's objects at their training size,
+and at 0.375 (``wsss.pipeline.SLOT_EVIDENCE``).
 
 The classifier is a :class:`ClassHead`: the model's own head for a model
 trained with ``glmix-wsss train`` (20 outputs, one per VOC class), or the
