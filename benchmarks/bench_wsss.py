@@ -182,7 +182,7 @@ def throughput(demo, args) -> None:
         n_blocks = len(glmix_blocks(model))
         blocks = (n_blocks - 4, n_blocks - 2, n_blocks)
         default = PseudoLabelConfig()
-        for what, evidence in (("default: 1.0 + stitched 0.5", replace(default.evidence, slot_blocks=blocks)),
+        for what, evidence in (("default evidence (stitched)", replace(default.evidence, slot_blocks=blocks)),
                                ("standard CAM: 4 scales", EvidenceConfig(slot_blocks=blocks))):
             cfg = replace(default, evidence=evidence)
             pseudo_label_image(model, image, [8, 15], head, cfg)  # warm-up
