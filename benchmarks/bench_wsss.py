@@ -176,12 +176,12 @@ def throughput(demo, args) -> None:
     image[(yy - 180) ** 2 + (xx - 250) ** 2 < 90 ** 2] = (220, 40, 40)
     torch.manual_seed(0)
     stl = timm.create_model("glnet_stl").eval()
+    default = PseudoLabelConfig()
     print(f"\n2. throughput, 500x375 images, CPU ({torch.get_num_threads()} threads), two classes per image")
     for name, model, head in (("glnet_demo", demo, ClassHead.from_model(demo)),
                               ("glnet_stl (ImageNet head)", stl, ClassHead.imagenet(stl))):
         n_blocks = len(glmix_blocks(model))
         blocks = (n_blocks - 4, n_blocks - 2, n_blocks)
-        default = PseudoLabelConfig()
         for what, evidence in (("default evidence (stitched)", replace(default.evidence, slot_blocks=blocks)),
                                ("standard CAM: 4 scales", EvidenceConfig(slot_blocks=blocks))):
             cfg = replace(default, evidence=evidence)

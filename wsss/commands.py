@@ -21,18 +21,12 @@ from .voc import VOC_FOREGROUND, VOCLayout, read_mask
 _logger = logging.getLogger("wsss")
 
 
-def _floats(text: str, name: str) -> Tuple[float, ...]:
+def _floats(text: str, name: str, kind: type = float) -> Tuple[float, ...]:
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        return tuple(kind(v) for v in text.split(",") if v.strip())
     except ValueError as err:
-        raise ValueError(f"{name} {text!r}: expected comma-separated numbers") from err
-
-
-def _ints(text: str, name: str) -> Tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as err:
-        raise ValueError(f"{name} {text!r}: expected comma-separated integers") from err
+        what = "integers" if kind is int else "numbers"
+        raise ValueError(f"{name} {text!r}: expected comma-separated {what}") from err
 
 
 def _evidence(args: argparse.Namespace, blocks: Tuple[int, ...]) -> EvidenceConfig:
@@ -50,7 +44,7 @@ def _evidence(args: argparse.Namespace, blocks: Tuple[int, ...]) -> EvidenceConf
     if args.scale_weights:
         weights = _floats(args.scale_weights, "--scale-weights")
     if args.stitch:
-        stitch = _ints(args.stitch, "--stitch")
+        stitch = _floats(args.stitch, "--stitch", int)
     return EvidenceConfig(scales=scales, flip=not args.no_flip, slot_blocks=blocks, weights=weights,
                           stitch=stitch)
 

@@ -288,6 +288,8 @@ def compute_evidence(
             cam = None
             if s_i == 0 and not flipped and config.slot_blocks:
                 cam, slots = _plain_cam_and_slots(model, xp, weight, config.slot_blocks)
+            if w_s == 0:
+                continue  # a scale weighted 0 adds nothing: only its slot pass (above) runs
             if factor > 1:
                 cam = stitched_cam(model, xp, weight, factor, stride)
             elif cam is None:
