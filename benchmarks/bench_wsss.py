@@ -82,7 +82,7 @@ def _config(default: PseudoLabelConfig, spec, classifier: bool) -> PseudoLabelCo
     if spec is None:
         return replace(default, method="cam", slot_classifier=None)
     blocks, mix, sharpness, baseline = spec
-    return replace(default, evidence=replace(default.evidence, slot_blocks=tuple(blocks)), slot_mix=mix,
+    return replace(default, evidence=replace(default.resolved_evidence, slot_blocks=tuple(blocks)), slot_mix=mix,
                    slot_sharpness=sharpness, slot_baseline=baseline,
                    slot_classifier=default.slot_classifier if classifier else None)
 
@@ -99,7 +99,7 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
                 for baseline in (0.0, 0.5):
                     variants[_variant_name(blocks, mix, sharpness, baseline)] = (blocks, mix, sharpness, baseline)
     default = PseudoLabelConfig()
-    spec = (default.evidence.slot_blocks, default.slot_mix, default.slot_sharpness, default.slot_baseline)
+    spec = (default.resolved_evidence.slot_blocks, default.slot_mix, default.slot_sharpness, default.slot_baseline)
     default_key = _variant_name(*spec)
     variants.setdefault(default_key, spec)
     no_base = (*spec[:3], 0.0)
@@ -113,7 +113,7 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
         gt = read_mask(layout.mask(image_id))
         classes = [c + 1 for c in np.flatnonzero(labels[image_id])]
         x = normalize(image)
-        ev = compute_evidence(model, x, classes, head, replace(default.evidence, slot_blocks=all_blocks))
+        ev = compute_evidence(model, x, classes, head, replace(default.resolved_evidence, slot_blocks=all_blocks))
         cam_ev = compute_evidence(model, x, classes, head, EvidenceConfig())  # the standard protocol's CAM
         refined = {}
         for name, spec in variants.items():
@@ -182,7 +182,7 @@ def throughput(demo, args) -> None:
                               ("glnet_stl (ImageNet head)", stl, ClassHead.imagenet(stl))):
         n_blocks = len(glmix_blocks(model))
         blocks = (n_blocks - 4, n_blocks - 2, n_blocks)
-        for what, evidence in (("default evidence (stitched)", replace(default.evidence, slot_blocks=blocks)),
+        for what, evidence in (("default evidence (stitched)", replace(default.resolved_evidence, slot_blocks=blocks)),
                                ("standard CAM: 4 scales", EvidenceConfig(slot_blocks=blocks))):
             cfg = replace(default, evidence=evidence)
             pseudo_label_image(model, image, [8, 15], head, cfg)  # warm-up

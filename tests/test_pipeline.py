@@ -159,8 +159,12 @@ def test_scale_weights_and_stitch_flags_reach_the_config(tiny_voc, tiny_ckpt, tm
     assert (slots.scales, slots.weights, slots.stitch) == (default.scales, default.weights, default.stitch)
     assert slots.slot_blocks == (2, 4) and cam == EvidenceConfig()
     assert (stitched.weights, stitched.stitch) == (pipeline.SLOT_EVIDENCE.weights, stitch)
-    assert pipeline.PseudoLabelConfig().evidence == pipeline.SLOT_EVIDENCE
-    assert pipeline.PseudoLabelConfig(method="cam").evidence == EvidenceConfig()
+    assert pipeline.PseudoLabelConfig().resolved_evidence == pipeline.SLOT_EVIDENCE
+    assert pipeline.PseudoLabelConfig(method="cam").resolved_evidence == EvidenceConfig()
+    # the default follows the method through replace(); an explicit evidence stays
+    assert replace(pipeline.PseudoLabelConfig(), method="cam").resolved_evidence == EvidenceConfig()
+    mine = EvidenceConfig(scales=(0.5,))
+    assert replace(pipeline.PseudoLabelConfig(evidence=mine), method="cam").resolved_evidence == mine
 
 
 def test_confident_labels_hand_worked():

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     from .regions import RegionParams
 
     default = PseudoLabelConfig()
-    pl.add_argument("--blocks", default=",".join(map(str, default.evidence.slot_blocks)),
+    pl.add_argument("--blocks", default=",".join(map(str, default.resolved_evidence.slot_blocks)),
                     help="GLMix block ordinals whose slots refine the CAM (--method slots; the slot classifier "
                          "uses every block)")
     pl.add_argument("--slot-mix", type=float, default=default.slot_mix, help="weight of slot-refined maps vs the CAM")
@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="--slot-classifier: best class score below which a pixel is a background seed")
     pl.add_argument("--classifier-weight", type=float, default=seeds.weight,
                     help="--slot-classifier: weight of its probabilities against the scores' (1: classifier only)")
-    slot_ev, cam_ev = default.evidence, PseudoLabelConfig(method="cam").evidence
+    slot_ev, cam_ev = default.resolved_evidence, PseudoLabelConfig(method="cam").resolved_evidence
 
     def csv(values) -> str:
         return ",".join(f"{v:g}" for v in values)

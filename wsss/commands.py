@@ -37,7 +37,7 @@ def _evidence(args: argparse.Namespace, blocks: Tuple[int, ...]) -> EvidenceConf
     and stitching are 1 per scale unless given.
     """
     if args.scales is None:
-        base = PseudoLabelConfig(method=args.method).evidence
+        base = PseudoLabelConfig(method=args.method).resolved_evidence
         scales, weights, stitch = base.scales, base.weights, base.stitch
     else:
         scales, weights, stitch = _floats(args.scales, "--scales"), None, None

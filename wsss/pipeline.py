@@ -63,8 +63,9 @@ class PseudoLabelConfig:
     Attributes:
         method: ``"cam"`` or ``"slots"`` (slot-refined CAM).
         evidence: CAM scales, weights, stitching and flips, and the slot blocks
-            (used when ``method="slots"``); ``None``: :data:`SLOT_EVIDENCE` for
-            ``"slots"``, the standard protocol (``EvidenceConfig()``) for ``"cam"``.
+            (used when ``method="slots"``); ``None``: the method's default,
+            :data:`SLOT_EVIDENCE` for ``"slots"``, the standard protocol
+            (``EvidenceConfig()``) for ``"cam"`` (see ``resolved_evidence``).
         slot_mix: weight of the slot-refined maps against the CAM.
         slot_sharpness: factor on the slot logits before clustering and dispatch
             (see :func:`wsss.refine.slot_refine`).
@@ -103,11 +104,15 @@ class PseudoLabelConfig:
     def __post_init__(self) -> None:
         if self.method not in ("cam", "slots"):
             raise ValueError(f"method={self.method!r}; expected 'cam' or 'slots'")
-        if self.evidence is None:
-            default = SLOT_EVIDENCE if self.method == "slots" else EvidenceConfig()
-            object.__setattr__(self, "evidence", default)  # frozen: set once, here
         if not 0 <= self.slot_baseline < 1:
             raise ValueError(f"slot_baseline={self.slot_baseline} (--slot-baseline): expected a quantile in [0, 1)")
+
+    @property
+    def resolved_evidence(self) -> EvidenceConfig:
+        """``evidence``, or the method's default when it is ``None`` (so ``replace(config, method=...)`` follows)."""
+        if self.evidence is not None:
+            return self.evidence
+        return SLOT_EVIDENCE if self.method == "slots" else EvidenceConfig()
 
 
 @dataclass(frozen=True)
@@ -127,11 +132,11 @@ def evidence_config(model: torch.nn.Module,
     classifier's (all of the model's GLMix blocks unless it names some).
     """
     if config.method != "slots":
-        return replace(config.evidence, slot_blocks=())
-    blocks = set(config.evidence.slot_blocks)
+        return replace(config.resolved_evidence, slot_blocks=())
+    blocks = set(config.resolved_evidence.slot_blocks)
     if config.slot_classifier is not None:
         blocks |= set(config.slot_classifier.blocks or range(1, len(glmix_blocks(model)) + 1))
-    return replace(config.evidence, slot_blocks=tuple(sorted(blocks)))
+    return replace(config.resolved_evidence, slot_blocks=tuple(sorted(blocks)))
 
 
 def class_scores(evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConfig()) -> np.ndarray:
@@ -143,11 +148,11 @@ def class_scores(evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConf
     if config.method == "cam":
         return evidence.cams.numpy()
     by_ordinal = {s.ordinal: s for s in evidence.slots}
-    missing = sorted(set(config.evidence.slot_blocks) - set(by_ordinal))
+    missing = sorted(set(config.resolved_evidence.slot_blocks) - set(by_ordinal))
     if missing:
         raise ValueError(f"the evidence holds no slots of blocks {missing} (it has {sorted(by_ordinal)}); "
                          "compute it with evidence_config(model, config)")
-    scores = slot_refine(evidence.cams, [by_ordinal[b] for b in config.evidence.slot_blocks], config.slot_mix,
+    scores = slot_refine(evidence.cams, [by_ordinal[b] for b in config.resolved_evidence.slot_blocks], config.slot_mix,
                          config.slot_sharpness)
     return subtract_baseline(scores, config.slot_baseline).numpy()
 
