@@ -25,23 +25,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from glmix_viz.images import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from wsss.inmemory import augment, load_split, logits  # noqa: E402
 from wsss.train import average_precision  # noqa: E402
 from wsss.voc import VOC_FOREGROUND, VOCLayout  # noqa: E402
-
-
-def load_split(layout: VOCLayout, split: str, size: int) -> tuple:
-    """``(images (N, size, size, 3) uint8, labels (N, 20) float32)`` of a split, resized whole."""
-    ids = layout.ids(split)
-    labels = layout.image_labels(ids)
-    images = np.stack([np.asarray(Image.open(layout.image(i)).convert("RGB").resize((size, size), Image.BILINEAR))
-                       for i in tqdm(ids, desc=f"loading {split}", unit="img")])
-    return torch.from_numpy(images), torch.tensor(np.stack([labels[i] for i in ids]))
 
 
 def small_cnn(outputs: int) -> nn.Module:
@@ -51,34 +40,6 @@ def small_cnn(outputs: int) -> nn.Module:
     return nn.Sequential(block(3, 16), nn.MaxPool2d(2), block(16, 32), nn.MaxPool2d(2), block(32, 64), block(64, 64),
                          nn.MaxPool2d(2), block(64, 128), block(128, 128), nn.MaxPool2d(2), block(128, 128),
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, outputs))
-
-
-def to_input(x: torch.Tensor) -> torch.Tensor:
-    """``(B, S, S, 3)`` uint8 -> normalised ``(B, 3, S, S)`` float32."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x.permute(0, 3, 1, 2).float() / 255 - mean) / std
-
-
-def augment(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Random horizontal flips (per image) and one shift of up to a tenth of the side (per batch).
-
-    Shape:
-        ``(B, S, S, 3)`` uint8 -> normalised ``(B, 3, S, S)`` float32.
-    """
-    x = to_input(torch.where(torch.rand(len(images), 1, 1, 1) < 0.5, images.flip(2), images))
-    shift = images.shape[1] // 10
-    dy, dx = (int(v) for v in rng.integers(-shift, shift + 1, 2))
-    return torch.roll(x, (dy, dx), (2, 3))
-
-
-@torch.no_grad()
-def scores(net: nn.Module, images: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """``(N, outputs)`` logits in eval mode."""
-    net.eval()
-    out = torch.cat([net(to_input(images[i:i + batch])) for i in range(0, len(images), batch)]).numpy()
-    net.train()
-    return out
 
 
 def train_run(train: tuple, val: tuple, columns: Sequence[int], report: Sequence[int], *, epochs: int,
@@ -102,7 +63,7 @@ def train_run(train: tuple, val: tuple, columns: Sequence[int], report: Sequence
             loss.backward()
             opt.step()
             sched.step()
-        s = scores(net, x_va)
+        s = logits(net, x_va)
         aps = {c: average_precision(s[:, list(columns).index(c)], y_va[:, list(columns).index(c)].numpy())
                for c in report}
         mean_ap = float(np.nanmean([average_precision(s[:, j], y_va[:, j].numpy()) for j in range(len(columns))]))

@@ -38,11 +38,9 @@ import timm  # noqa: E402
 
 from glmix_viz.fileio import atomic_write  # noqa: E402
 from glmix_viz.models import load_checkpoint  # noqa: E402
+from wsss.inmemory import augment, load_split, logits  # noqa: E402
 from wsss.train import average_precision  # noqa: E402
 from wsss.voc import VOC_FOREGROUND, VOCLayout  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from class_learnability import augment, load_split, scores  # noqa: E402
 
 _logger = logging.getLogger("finetune_one_class")
 
@@ -50,7 +48,7 @@ _logger = logging.getLogger("finetune_one_class")
 def class_ap(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
              columns: List[int]) -> float:
     """Mean AP of outputs ``columns`` over ``images (N, S, S, 3)`` uint8, ``targets (N, 20)`` (eval mode)."""
-    out = scores(model, images, batch=100)
+    out = logits(model, images, batch=100)
     return float(np.mean([average_precision(out[:, c], targets[:, c].numpy()) for c in columns]))
 
 

@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--voc-root", type=Path, required=True, help="folder holding VOCdevkit/ (and voc12/cls_labels.npy)")
     t.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl)")
     t.add_argument("--model", default="glnet_demo")
-    t.add_argument("--init-checkpoint", type=Path, help="initialise from this (e.g. official) checkpoint; head replaced")
+    t.add_argument("--init-checkpoint", type=Path,
+                   help="initialise from this (e.g. official) checkpoint; head replaced")
     t.add_argument("--train-split", default="train", help="e.g. train_aug on real VOC")
     t.add_argument("--val-split", default="val")
     _add_label_args(t)
