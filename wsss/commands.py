@@ -21,7 +21,8 @@ from .voc import VOC_FOREGROUND, VOCLayout, read_mask
 _logger = logging.getLogger("wsss")
 
 
-def _floats(text: str, name: str, kind: type = float) -> Tuple[float, ...]:
+def _numbers(text: str, name: str, kind: type = float) -> tuple:
+    """Comma-separated numbers of a flag (``kind`` float or int); an error naming the flag otherwise."""
     try:
         return tuple(kind(v) for v in text.split(",") if v.strip())
     except ValueError as err:
@@ -40,11 +41,11 @@ def _evidence(args: argparse.Namespace, blocks: Tuple[int, ...]) -> EvidenceConf
         base = PseudoLabelConfig(method=args.method).resolved_evidence
         scales, weights, stitch = base.scales, base.weights, base.stitch
     else:
-        scales, weights, stitch = _floats(args.scales, "--scales"), None, None
+        scales, weights, stitch = _numbers(args.scales, "--scales"), None, None
     if args.scale_weights:
-        weights = _floats(args.scale_weights, "--scale-weights")
+        weights = _numbers(args.scale_weights, "--scale-weights")
     if args.stitch:
-        stitch = _floats(args.stitch, "--stitch", int)
+        stitch = _numbers(args.stitch, "--stitch", int)
     return EvidenceConfig(scales=scales, flip=not args.no_flip, slot_blocks=blocks, weights=weights,
                           stitch=stitch)
 
@@ -57,7 +58,7 @@ def _regions(on: bool, margin: float) -> Optional[RegionParams]:
 def _confident(text: Optional[str]) -> Optional[ConfidentRegions]:
     if not text:
         return None
-    values = _floats(text, "--confident")
+    values = _numbers(text, "--confident")
     if len(values) != 2:
         raise ValueError(f"--confident {text!r}: expected two numbers FG,BG (IRN: 0.30,0.05)")
     return ConfidentRegions(*values)
@@ -145,7 +146,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
-    blocks = tuple(int(b) for b in args.blocks.split(",") if b.strip()) if args.method == "slots" else ()
+    blocks = _numbers(args.blocks, "--blocks", int) if args.method == "slots" else ()
     config = PseudoLabelConfig(
         method=args.method,
         evidence=_evidence(args, blocks),
@@ -218,7 +219,7 @@ def score_command(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace, layout: VOCLayout, ids: List[str]) -> int:
-    start, stop, step = _floats(args.thresholds.replace(":", ","), "--thresholds")
+    start, stop, step = _numbers(args.thresholds.replace(":", ","), "--thresholds")
     thresholds = np.round(np.arange(start, stop + 1e-9, step), 6)
     accs = [ConfusionAccumulator() for _ in thresholds]
     missing = []

@@ -39,8 +39,7 @@ from .voc import VOCLayout, save_mask
 
 __all__ = [
     "SLOT_EVIDENCE", "PseudoLabelConfig", "PseudoLabelResult", "EvidenceLabeller", "evidence_config",
-    "class_scores",
-    "pseudo_label_from_evidence", "pseudo_label_image", "run_pseudo_labels", "shard",
+    "class_scores", "pseudo_label_from_evidence", "pseudo_label_image", "run_pseudo_labels", "shard",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -133,10 +132,11 @@ def evidence_config(model: torch.nn.Module,
     """
     if config.method != "slots":
         return replace(config.resolved_evidence, slot_blocks=())
-    blocks = set(config.resolved_evidence.slot_blocks)
+    evidence = config.resolved_evidence
+    blocks = set(evidence.slot_blocks)
     if config.slot_classifier is not None:
         blocks |= set(config.slot_classifier.blocks or range(1, len(glmix_blocks(model)) + 1))
-    return replace(config.resolved_evidence, slot_blocks=tuple(sorted(blocks)))
+    return replace(evidence, slot_blocks=tuple(sorted(blocks)))
 
 
 def class_scores(evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConfig()) -> np.ndarray:
@@ -148,12 +148,12 @@ def class_scores(evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConf
     if config.method == "cam":
         return evidence.cams.numpy()
     by_ordinal = {s.ordinal: s for s in evidence.slots}
-    missing = sorted(set(config.resolved_evidence.slot_blocks) - set(by_ordinal))
+    blocks = config.resolved_evidence.slot_blocks
+    missing = sorted(set(blocks) - set(by_ordinal))
     if missing:
         raise ValueError(f"the evidence holds no slots of blocks {missing} (it has {sorted(by_ordinal)}); "
                          "compute it with evidence_config(model, config)")
-    scores = slot_refine(evidence.cams, [by_ordinal[b] for b in config.resolved_evidence.slot_blocks], config.slot_mix,
-                         config.slot_sharpness)
+    scores = slot_refine(evidence.cams, [by_ordinal[b] for b in blocks], config.slot_mix, config.slot_sharpness)
     return subtract_baseline(scores, config.slot_baseline).numpy()
 
 
