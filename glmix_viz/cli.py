@@ -46,6 +46,7 @@ from .fileio import atomic_write
 from .images import Preprocess, expand_image_paths, load_image, preprocess
 from .models import OFFICIAL_MODELS, default_checkpoint_path, load_checkpoint
 from .models.demo import load_demo_model
+from .untrusted import UntrustedPickleError
 
 _logger = logging.getLogger("glmix_viz")
 
@@ -76,7 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="png", help="output format (pdf via matplotlib)")
     p.add_argument("--model", default="glnet_stl", help=f"model name ({', '.join(OFFICIAL_MODELS)}, ...)")
     p.add_argument("--checkpoint", type=Path, help="weights file (default: the torch hub cache)")
-    p.add_argument("--trust-checkpoint", action="store_true", help="fully unpickle the checkpoint (trusted files only)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="read the checkpoint with Python's full pickle, which lets the file run any code on "
+                   "this machine: only for files you made or fully trust (by default only tensors, arrays and "
+                   "plain data are read, and other objects are skipped)")
     p.add_argument("--out", type=Path, default=Path("glmix-viz-out"), help="output folder")
     p.add_argument("--input-size", type=int, default=224, help="crop side (crop) or shorter side (whole)")
     p.add_argument("--resize", choices=("crop", "whole"), default="crop",
@@ -128,15 +132,16 @@ def build_model(
 
     if model_name not in timm.list_models("*glnet*"):
         raise ValueError(f"--model {model_name!r} is not a GLNet; choose from {timm.list_models('*glnet*')}")
-    if checkpoint is not None:
-        model = timm.create_model(model_name)
-        load_checkpoint(model, checkpoint, name=model_name, weights_only=not trust)
-        return model, ModelSource(f"{model_name} from {checkpoint}")
     hub_file = default_checkpoint_path(model_name)
-    if hub_file.is_file():
+    path = checkpoint if checkpoint is not None else hub_file
+    if path.is_file() or checkpoint is not None:
         model = timm.create_model(model_name)
-        load_checkpoint(model, hub_file, name=model_name, weights_only=not trust)
-        return model, ModelSource(f"{model_name} from {hub_file}")
+        try:
+            load_checkpoint(model, path, name=model_name, weights_only=not trust)
+        except UntrustedPickleError as err:
+            raise ValueError(f"{err}. --trust-checkpoint reads it with full pickle, which lets it run any "
+                             "code: only for a file you made or fully trust") from None
+        return model, ModelSource(f"{model_name} from {path}")
     model, what = load_demo_model(seed=seed)
     return model, ModelSource(f"no weights for {model_name} at {hub_file}: using {what}", fallback=True)
 

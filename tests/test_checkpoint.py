@@ -120,26 +120,6 @@ def test_checkpoint_num_classes_reads_the_stored_head(tmp_path):
     assert checkpoint_num_classes(headless, model) is None
 
 
-def test_untrusted_objects_are_skipped_not_run(tmp_path):
-    import os
-
-    marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
-    path = tmp_path / "evil.pth"
-    torch.save({"model": {"w": torch.ones(2)}, "evil": Evil(), "args": argparse.Namespace(a=1)}, path)
-    ckpt = read_checkpoint(path)
-    assert not marker.exists()
-    assert torch.equal(ckpt["model"]["w"], torch.ones(2))
-    assert "skipped" in repr(ckpt["evil"]) and "skipped" in repr(ckpt["args"])
-    trusted = read_checkpoint(path, weights_only=False)
-    assert marker.exists()  # full unpickling runs the file's code: only for trusted files
-    assert trusted["args"].a == 1
-
-
 def test_truncated_file_is_a_clear_error(tmp_path):
     fx = load_fixture("tiny_stl")
     path = official_file(tmp_path / "t.pth", fx["state_dict"])

@@ -10,6 +10,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from glmix_viz.untrusted import load_npz
+
 from .evidence import ClassHead, EvidenceConfig
 from .metrics import ConfusionAccumulator
 from .pipeline import PseudoLabelConfig, run_pseudo_labels
@@ -228,7 +230,10 @@ def _sweep(args: argparse.Namespace, layout: VOCLayout, ids: List[str]) -> int:
         if not path.is_file():
             missing.append(image_id)
             continue
-        data = np.load(path)
+        data = load_npz(path)  # never allow_pickle
+        if "scores" not in data or "classes" not in data:
+            raise ValueError(f"{path}: expected arrays 'scores' and 'classes' (from pseudo-labels --save-scores), "
+                             f"found {sorted(data)}")
         scores, classes = data["scores"].astype(np.float32), [int(c) for c in data["classes"]]
         gt = read_mask(layout.mask(image_id))
         if scores.shape[1:] != gt.shape:

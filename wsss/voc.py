@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 from PIL import Image
 
+from glmix_viz.untrusted import UntrustedPickleError, load_npy, parse_xml
+
 __all__ = [
     "VOC_CLASSES",
     "VOC_FOREGROUND",
@@ -85,18 +87,17 @@ def labels_from_mask(mask: np.ndarray) -> np.ndarray:
 def labels_from_xml(path: PathLike) -> np.ndarray:
     """Image-level labels ``(20,)`` float32 from a VOC annotation XML.
 
+    The file is parsed with any DTD refused (:func:`glmix_viz.untrusted.parse_xml`).
     Every ``<object>``'s ``<name>`` counts, "difficult" ones included (as the
     ``cls_labels.npy`` of IRN/PSA); part names (``<part><name>head``) do not.
     """
-    import xml.etree.ElementTree as ET
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation not found: {path}")
     try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as err:
-        raise ValueError(f"{path}: not a VOC annotation XML ({err})") from err
+        root = parse_xml(path)  # refuses DTDs: no entity can be declared or expanded
+    except ValueError as err:
+        raise ValueError(f"not a VOC annotation XML: {err}") from None
     out = np.zeros(NUM_CLASSES - 1, np.float32)
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
@@ -106,16 +107,45 @@ def labels_from_xml(path: PathLike) -> np.ndarray:
     return out
 
 
+_CLS_LABELS_FORMAT = "a dict of int image key (2007_000032 -> 2007000032) -> 20 numbers (IRN/PSA cls_labels.npy)"
+
+
 def load_cls_labels(path: PathLike) -> Dict[int, np.ndarray]:
-    """Read ``cls_labels.npy`` (IRN/PSA format) into ``{int key: (20,) float32}``."""
+    """Read ``cls_labels.npy`` (IRN/PSA format) into ``{int key: (20,) float32}``.
+
+    The file is a pickle; it is read by the restricted unpickler
+    (:func:`glmix_viz.untrusted.load_npy`), so a file that names anything but
+    arrays, numbers, strings and containers is refused, not run.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not in that format (one line naming the file
+            and the format expected), or its pickle names code.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image-level label file not found: {path} (expected cls_labels.npy, IRN/PSA format)")
+        raise FileNotFoundError(f"image-level label file not found: {path} (expected {_CLS_LABELS_FORMAT})")
     try:
-        data = np.load(path, allow_pickle=True).item()
-    except (ValueError, OSError, AttributeError) as err:
-        raise ValueError(f"{path}: not a cls_labels.npy dict ({err})") from err
-    return {int(k): np.asarray(v, np.float32) for k, v in data.items()}
+        array = load_npy(path)
+    except UntrustedPickleError as err:
+        raise ValueError(f"{err}; expected {_CLS_LABELS_FORMAT}") from None
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a label file ({err}); expected {_CLS_LABELS_FORMAT}") from None
+    data = array.item() if array.dtype == object and array.shape == () else None
+    if not isinstance(data, dict):
+        what = type(data).__name__ if data is not None else f"a {array.dtype} array of shape {array.shape}"
+        raise ValueError(f"{path}: holds {what}; expected {_CLS_LABELS_FORMAT}")
+    out = {}
+    for key, value in data.items():
+        try:
+            image_key = int(key)
+            labels = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            labels = None
+        if labels is None or labels.shape != (NUM_CLASSES - 1,) or isinstance(key, (bool, float)):
+            raise ValueError(f"{path}: entry {key!r}: {value!r:.60} does not fit; expected {_CLS_LABELS_FORMAT}")
+        out[image_key] = labels
+    return out
 
 
 def save_cls_labels(path: PathLike, labels: Dict[int, np.ndarray]) -> None:
@@ -130,10 +160,13 @@ def read_mask(path: PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mask not found: {path}")
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected a palette or grayscale label PNG, got mode {img.mode}")
-        return np.asarray(img, dtype=np.uint8).copy()
+    try:
+        with Image.open(path) as img:  # PIL refuses decompression bombs (Image.MAX_IMAGE_PIXELS)
+            if img.mode not in ("P", "L"):
+                raise ValueError(f"{path}: expected a palette or grayscale label PNG, got mode {img.mode}")
+            return np.asarray(img, dtype=np.uint8).copy()
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{path}: not a readable label PNG ({err})") from err
 
 
 def save_mask(path: PathLike, mask: np.ndarray) -> None:

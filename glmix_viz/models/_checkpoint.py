@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import pickle
-import types
+import zipfile
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+
+from ..untrusted import TorchScriptArchiveError, UntrustedPickleError, torch_load
 
 __all__ = [
     "OFFICIAL_MODELS",
@@ -54,75 +56,25 @@ def default_checkpoint_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / f"{name}.pth"
 
 
-# Callables a checkpoint may invoke while unpickling: tensor rebuilding and plain containers.
-_SAFE_GLOBALS = {
-    ("collections", "OrderedDict"),
-    ("torch", "Size"),
-    ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_tensor_v3"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("torch.nn.parameter", "Parameter"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "slice"),
-    ("builtins", "complex"),
-}
-
-
-class _Inert:
-    """Stands in for an object of an untrusted class found in a checkpoint; runs no code."""
-
-    qualname = "?"
-
-    def __new__(cls, *args, **kwargs):
-        return object.__new__(cls)
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.args = args
-
-    def __setstate__(self, state) -> None:
-        self.state = state
-
-    def __repr__(self) -> str:
-        return f"<skipped {self.qualname}>"
-
-
-class _TolerantUnpickler(pickle.Unpickler):
-    """Unpickles tensors and containers; every other class becomes an inert placeholder.
-
-    The release's files carry training state next to the weights (``args``,
-    optimizer, scaler); ``torch.load(weights_only=True)`` refuses those. This
-    unpickler keeps the same guarantee (no code from the file runs) and simply
-    skips what it does not trust.
-    """
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        return type(name, (_Inert,), {"qualname": f"{module}.{name}"})
-
-
-_tolerant_pickle = types.SimpleNamespace(
-    Unpickler=_TolerantUnpickler, load=pickle.load, loads=pickle.loads, __name__="glmix_viz_safe_pickle"
-)
-
-
-def read_checkpoint(path: PathLike, *, weights_only: bool = True) -> dict:
+def read_checkpoint(path: PathLike, *, weights_only: bool = True, mmap: bool = False) -> dict:
     """Load a checkpoint file onto the CPU.
 
     Args:
-        path: the ``.pth`` file.
-        weights_only: run no code from the file: tensors and containers are
-            read, objects of other classes (e.g. the release's ``args``) are
-            replaced by inert placeholders. Pass ``False`` only for files you
-            trust, to unpickle everything.
+        path: the ``.pth`` file: ``torch.save``'s zip format, or the legacy
+            pickle-stream and ``.tar`` formats.
+        weights_only: run no code from the file: tensors, numpy arrays,
+            containers, numbers and strings are read; objects of other classes
+            (e.g. the release's ``args``) are replaced by inert
+            :class:`~glmix_viz.untrusted.Skipped` placeholders
+            (:func:`glmix_viz.untrusted.torch_load`). ``False`` unpickles
+            everything with Python's full pickle, which lets the file run any
+            code on this machine: only for files you made or fully trust.
+        mmap: map the file's storages instead of reading them (zip format).
 
     Raises:
         FileNotFoundError: the file does not exist (names the path and the model card).
+        UntrustedPickleError: (a ``ValueError``) the file cannot be read
+            without running what it names (listed in the message).
         ValueError: the file is not a readable checkpoint.
     """
     path = Path(path).expanduser()
@@ -133,10 +85,14 @@ def read_checkpoint(path: PathLike, *, weights_only: bool = True) -> dict:
         )
     try:
         if weights_only:
-            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
+            obj, _ = torch_load(path, mmap=mmap)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ValueError) as err:
+            obj = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap and zipfile.is_zipfile(path))
+    except TorchScriptArchiveError:
+        raise
+    except UntrustedPickleError as err:
+        raise UntrustedPickleError(f"cannot read checkpoint {path}: {err}") from err
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ValueError, TypeError) as err:
         raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file?): {err}") from err
     if not isinstance(obj, Mapping):
         raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of weights")
