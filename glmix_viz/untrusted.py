@@ -117,18 +117,20 @@ def _allowed() -> Dict[Tuple[str, str], Any]:
         if isinstance(getattr(torch, name, None), torch.dtype):
             table["torch", name] = getattr(torch, name)
 
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):  # numpy 1 and 2 write either
-        table[module, "_reconstruct"] = multiarray._reconstruct
-        table[module, "scalar"] = multiarray.scalar
-    numeric = np._core.numeric if hasattr(np, "_core") else np.core.numeric
-    for module in ("numpy.core.numeric", "numpy._core.numeric"):  # protocol 5: arrays from raw buffers
-        table[module, "_frombuffer"] = numeric._frombuffer
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray, numeric
+    for prefix in ("numpy.core", "numpy._core"):  # numpy 1 writes the first, numpy 2 the second
+        table[f"{prefix}.multiarray", "_reconstruct"] = multiarray._reconstruct
+        table[f"{prefix}.multiarray", "scalar"] = multiarray.scalar
+        table[f"{prefix}.numeric", "_frombuffer"] = numeric._frombuffer  # protocol 5: arrays from raw buffers
     table["numpy", "ndarray"] = np.ndarray
     table["numpy", "dtype"] = np.dtype
-    for name in dir(getattr(np, "dtypes", None)):  # numpy >= 1.25 may name the dtype classes
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25 may name the dtype classes
+    for name in dir(dtypes) if dtypes is not None else ():
         if name.endswith("DType"):
-            table["numpy.dtypes", name] = getattr(np.dtypes, name)
+            table["numpy.dtypes", name] = getattr(dtypes, name)
     return table
 
 

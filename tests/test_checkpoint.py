@@ -11,7 +11,6 @@ from glmix_viz.models import (
     best_matching_model,
     default_checkpoint_path,
     load_checkpoint,
-    read_checkpoint,
     unwrap_state_dict,
 )
 

@@ -111,7 +111,11 @@ def load_model(checkpoint, model_name, head: str):
     import timm
 
     from glmix_viz.models import (
-        OFFICIAL_MODELS, best_matching_model, load_checkpoint, read_checkpoint, unwrap_state_dict,
+        OFFICIAL_MODELS,
+        best_matching_model,
+        load_checkpoint,
+        read_checkpoint,
+        unwrap_state_dict,
     )
     from glmix_viz.models.demo import load_demo_model
 
