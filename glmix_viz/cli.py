@@ -44,11 +44,13 @@ from .figures import (
 )
 from .fileio import atomic_write
 from .images import Preprocess, expand_image_paths, load_image, preprocess
-from .models import OFFICIAL_MODELS, default_checkpoint_path, load_checkpoint
+from .models import MODEL_CARD_URL, OFFICIAL_MODELS, default_checkpoint_path, load_checkpoint
 from .models.demo import load_demo_model
+from .models.weights import Weights, WeightsNotFoundError, find_weights
 from .untrusted import UntrustedPickleError
 
 _logger = logging.getLogger("glmix_viz")
+DEFAULT_MODEL = "glnet_stl"
 
 DEMO_IMAGE = Path(__file__).parent / "data" / "demo_cat.jpg"
 FIGURES = ("fig4", "depths", "hard")
@@ -75,7 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-repr", type=int, default=4, metavar="K",
                    help="representative slots per block (k-medoids on the dispatch maps)")
     p.add_argument("--format", choices=FORMATS, default="png", help="output format (pdf via matplotlib)")
-    p.add_argument("--model", default="glnet_stl", help=f"model name ({', '.join(OFFICIAL_MODELS)}, ...)")
+    p.add_argument("--model", default=None,
+                   help=f"model name ({', '.join(OFFICIAL_MODELS)}, glnet_demo); its weights must be in the torch "
+                   f"hub cache or given by --checkpoint (default: {DEFAULT_MODEL} if its weights are in the hub "
+                   "cache, else the bundled demo model)")
     p.add_argument("--checkpoint", type=Path, help="weights file (default: the torch hub cache)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="read the checkpoint with Python's full pickle, which lets the file run any code on "
@@ -116,34 +121,47 @@ class ModelSource:
 
     Attributes:
         description: one line for the log.
-        fallback: no weights were found for the requested model; the bundled
-            demo model stands in.
+        weights: the model name and file (or the bundled demo weights);
+            ``weights.fallback``: no model was named and ``glnet_stl`` has no
+            weights here, so the bundled demo model stands in.
     """
 
     description: str
-    fallback: bool = False
+    weights: Weights
+
+    @property
+    def fallback(self) -> bool:
+        return self.weights.fallback
 
 
 def build_model(
-    model_name: str, checkpoint: Optional[Path], *, trust: bool = False, seed: int = 0
+    model_name: Optional[str], checkpoint: Optional[Path], *, trust: bool = False, seed: int = 0
 ) -> Tuple[torch.nn.Module, ModelSource]:
-    """The model and where its weights came from."""
+    """The model and where its weights came from (``model_name`` ``None``: ``glnet_stl``, else the demo)."""
     import timm
 
-    if model_name not in timm.list_models("*glnet*"):
+    if model_name is not None and model_name not in timm.list_models("*glnet*"):
         raise ValueError(f"--model {model_name!r} is not a GLNet; choose from {timm.list_models('*glnet*')}")
-    hub_file = default_checkpoint_path(model_name)
-    path = checkpoint if checkpoint is not None else hub_file
-    if path.is_file() or checkpoint is not None:
-        model = timm.create_model(model_name)
-        try:
-            load_checkpoint(model, path, name=model_name, weights_only=not trust)
-        except UntrustedPickleError as err:
-            raise ValueError(f"{err}. --trust-checkpoint reads it with full pickle, which lets it run any "
-                             "code: only for a file you made or fully trust") from None
-        return model, ModelSource(f"{model_name} from {path}")
-    model, what = load_demo_model(seed=seed)
-    return model, ModelSource(f"no weights for {model_name} at {hub_file}: using {what}", fallback=True)
+    try:
+        weights = find_weights(model_name, checkpoint, default_model=DEFAULT_MODEL)
+    except WeightsNotFoundError as err:
+        raise ValueError(
+            f"no weights for --model {err.model}: expected {err.expected}. Download them from {MODEL_CARD_URL} "
+            "to that path, or pass --checkpoint FILE; --model glnet_demo (or --demo) runs the bundled demo model"
+        ) from None
+    if weights.path is None:
+        model, what = load_demo_model(seed=seed)
+        if weights.fallback:
+            hub_file = default_checkpoint_path(DEFAULT_MODEL)
+            return model, ModelSource(f"no weights for {DEFAULT_MODEL} at {hub_file}: using {what}", weights)
+        return model, ModelSource(f"using {what}", weights)
+    model = timm.create_model(weights.model)
+    try:
+        load_checkpoint(model, weights.path, name=weights.model, weights_only=not trust)
+    except UntrustedPickleError as err:
+        raise ValueError(f"{err}. --trust-checkpoint reads it with full pickle, which lets it run any "
+                         "code: only for a file you made or fully trust") from None
+    return model, ModelSource(f"{weights.model} from {weights.path}", weights)
 
 
 def select_blocks(model: torch.nn.Module, blocks: Optional[Sequence[str]], figure: str = "fig4"):
@@ -162,14 +180,22 @@ def select_blocks(model: torch.nn.Module, blocks: Optional[Sequence[str]], figur
     return resolve_blocks(model, list(blocks))
 
 
-def _save_png(path: Path, array: np.ndarray) -> None:
+def _save_png(path: Path, array: np.ndarray, meta: Dict[str, str]) -> None:
+    """A PNG whose text chunks record what made it (``meta``: model, checkpoint, block...)."""
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
-    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    info = PngInfo()
+    for key, value in {**meta, "Software": f"glmix-viz {__version__}"}.items():
+        info.add_itxt(key, value)
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", pnginfo=info))
 
 
-def _save_figure(path: Path, fig) -> None:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:]))
+def _save_figure(path: Path, fig, meta: Dict[str, str]) -> None:
+    """A matplotlib figure; PDF metadata: ``Subject`` holds ``meta`` as ``key=value; ...``."""
+    subject = "; ".join(f"{k}={v}" for k, v in meta.items())
+    metadata = {"Subject": subject, "Creator": f"glmix-viz {__version__}"}
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:], metadata=metadata))
 
 
 def _stems(paths: Sequence[Path]) -> List[str]:
@@ -191,9 +217,18 @@ def _render_one(
     num_repr: int,
     seed: int,
     save_maps: bool,
+    provenance: Dict[str, str],
 ) -> None:
-    """Write the figures (and the .npz) of one image; ``maps`` holds its dispatch maps by block ordinal."""
+    """Write the figures (and the .npz) of one image; ``maps`` holds its dispatch maps by block ordinal.
+
+    Every file records ``provenance`` (model, checkpoint) and its blocks
+    (``"ordinal:name"``): PNG text chunks, PDF metadata, ``.npz`` arrays.
+    """
     names = {rec.ordinal: rec.name for rec in records}
+
+    def meta(ordinals) -> Dict[str, str]:
+        return {**provenance, "image": name, "block": ", ".join(f"{o}:{names[o]}" for o in ordinals)}
+
     need_reps = figure != "hard" or save_maps
     reps = {o: select_representatives(m, num_repr, seed=seed) for o, m in maps.items()} if need_reps else {}
     if figure == "depths":
@@ -202,25 +237,25 @@ def _render_one(
         path = out / f"{name}_depths.{fmt}"
         block_maps, block_reps = [maps[o] for o in ordinals], [reps[o] for o in ordinals]
         if fmt == "png":
-            _save_png(path, render_depths(view, block_maps, block_reps, labels))
+            _save_png(path, render_depths(view, block_maps, block_reps, labels), meta(ordinals))
         else:
-            _save_figure(path, depths_figure(view, block_maps, block_reps, labels, title=name))
+            _save_figure(path, depths_figure(view, block_maps, block_reps, labels, title=name), meta(ordinals))
     else:
         for o, m in maps.items():
             title = f"{name}, block {o} ({names[o]})"
             if figure == "fig4":
                 path = out / f"{name}_b{o:02d}_fig4.{fmt}"
                 if fmt == "png":
-                    _save_png(path, render_fig4(view, m, reps[o]))
+                    _save_png(path, render_fig4(view, m, reps[o]), meta([o]))
                 else:
-                    _save_figure(path, fig4_figure(view, m, reps[o], title=title))
+                    _save_figure(path, fig4_figure(view, m, reps[o], title=title), meta([o]))
             else:
                 path = out / f"{name}_b{o:02d}_groups.{fmt}"
                 groups = render_hard_grouping(view, m, seed=seed)
                 if fmt == "png":
-                    _save_png(path, groups)
+                    _save_png(path, groups, meta([o]))
                 else:
-                    _save_figure(path, array_figure(groups, title=title))
+                    _save_figure(path, array_figure(groups, title=title), meta([o]))
     if save_maps:
         arrays = {}
         for rec in records:
@@ -231,6 +266,7 @@ def _render_one(
             arrays[f"{tag}_representatives"] = reps[rec.ordinal]
         arrays["blocks"] = np.array([f"{r.ordinal}:{r.name}" for r in records])
         arrays["image"] = view
+        arrays.update({key: np.array(value) for key, value in provenance.items()})  # 0-d strings, no pickle
 
         def write_npz(tmp: str) -> None:
             with open(tmp, "wb") as fh:
@@ -254,8 +290,12 @@ def run(
     figure: str = "fig4",
     fmt: str = "png",
     num_repr: int = 4,
+    provenance: Optional[Dict[str, str]] = None,
 ) -> Tuple[int, int, int]:
     """Render every image; returns ``(written, skipped, failed)`` image counts.
+
+    ``provenance`` (e.g. ``{"model": ..., "checkpoint": ...}``) is recorded in
+    every file written, with the image and block (see :func:`_render_one`).
 
     Unreadable files are skipped (logged by name); an image whose forward or
     figure fails counts as failed (logged by name); both make the command exit
@@ -297,6 +337,7 @@ def run(
                 _render_one(
                     name, view, {o: m[i] for o, m in batch_maps.items()}, cap.records, i, out=out,
                     figure=figure, fmt=fmt, num_repr=num_repr, seed=seed, save_maps=save_maps,
+                    provenance=dict(provenance or {}),
                 )
                 written += 1
             except (ValueError, RuntimeError, OSError) as err:
@@ -350,7 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         paths, model=model, blocks=blocks or None, out=args.out, config=config, device=device,
         batch_size=args.batch_size, seed=args.seed, save_maps=args.save_maps,
         progress=not args.quiet and sys.stderr.isatty(), figure=args.figure, fmt=args.format,
-        num_repr=args.num_repr,
+        num_repr=args.num_repr, provenance={"model": source.weights.model, "checkpoint": source.weights.label},
     )
     skipped += len(unmatched)
     (_logger.warning if skipped or failed else _logger.info)(

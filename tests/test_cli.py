@@ -90,7 +90,8 @@ def test_cli_block_out_of_range_lists_valid(tmp_path, tiny_ckpt, capsys):
 
 def test_cli_missing_checkpoint_and_bad_model(tmp_path, capsys):
     assert cli.main(["x.jpg", "--model", "test_glnet", "--checkpoint", str(tmp_path / "nope.pth")]) == 2
-    assert "nope.pth" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"no such file: {tmp_path / 'nope.pth'}" in err and "Download" not in err
     assert cli.main(["x.jpg", "--model", "resnet50"]) == 2
     assert "is not a GLNet" in capsys.readouterr().err
 
@@ -99,7 +100,10 @@ def test_cli_demo_runs_without_downloads(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     assert cli.main(["--demo", "--out", str(tmp_path / "d"), "-q"]) == 0
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["demo_cat_b10_fig4.png"]  # the demo's last block
+    assert "no weights for glnet_stl" in caplog.text  # the unnamed default gave way, and says so
     assert "the bundled demo model glnet_demo" in caplog.text and "not a paper model" in caplog.text
+    with Image.open(tmp_path / "d" / "demo_cat_b10_fig4.png") as png:
+        assert png.text["model"] == "glnet_demo" and png.text["checkpoint"] == "bundled demo model"
 
 
 def _tiny_argv(tiny_ckpt, *extra):
@@ -207,3 +211,35 @@ def test_cli_figure_failure_counts_as_failed(images, tiny_ckpt, tmp_path, monkey
     assert "broken.jpg" in caplog.text
     assert "1 written, 1 skipped, 1 failed" in caplog.text  # the summary, shown even with -q
     assert [p.name for p in out.iterdir()] == ["b_b04_fig4.png"]
+
+
+def test_cli_named_model_without_weights_is_an_error(one_image, tmp_path, monkeypatch, capsys):
+    """An explicitly named model is never replaced by another: no weights -> exit 2 naming the file expected."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    out = tmp_path / "o"
+    assert cli.main([str(one_image), "--model", "glnet_4g", "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    expected = tmp_path / "empty" / "hub" / "checkpoints" / "glnet_4g.pth"
+    assert f"expected {expected}" in err and "--checkpoint" in err and "--model glnet_demo" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_cli_named_model_from_the_hub_cache_and_provenance(one_image, tiny_ckpt, tmp_path, monkeypatch):
+    """--model NAME reads <hub>/checkpoints/NAME.pth; every output records model, checkpoint and block."""
+    from PIL import Image
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    hub_file = tmp_path / "torch" / "hub" / "checkpoints" / "test_glnet.pth"
+    hub_file.parent.mkdir(parents=True)
+    hub_file.write_bytes(tiny_ckpt.read_bytes())
+    out = tmp_path / "o"
+    argv = [str(one_image), "--model", "test_glnet", "--input-size", "96", "--block", "4", "--out", str(out), "-q"]
+    assert cli.main([*argv, "--save-maps"]) == 0
+    with Image.open(out / "one_b04_fig4.png") as png:
+        assert png.text["model"] == "test_glnet" and png.text["checkpoint"] == str(hub_file)
+        assert png.text["block"] == "4:stages.2.blocks.1" and png.text["image"] == "one"
+    saved = load_npz(out / "one.npz")
+    assert str(saved["model"]) == "test_glnet" and str(saved["checkpoint"]) == str(hub_file)
+    assert cli.main([*argv, "--format", "pdf"]) == 0
+    pdf = (out / "one_b04_fig4.pdf").read_bytes()
+    assert b"model=test_glnet; checkpoint=" in pdf and b"block=4:stages.2.blocks.1" in pdf

@@ -254,3 +254,15 @@ def test_pipeline_from_evidence_equals_pipeline_from_model(tiny_voc, tiny_ckpt):
     lacking = replace(every_block, slots=tuple(s for s in every_block.slots if s.ordinal != 4))
     with pytest.raises(ValueError, match=r"no slots of blocks \[4\]"):
         pipeline.class_scores(lacking, base)
+
+
+def test_named_model_without_weights_is_an_error(tiny_voc, tmp_path, monkeypatch, capsys):
+    """pseudo-labels never swaps a named model for the demo; a missing --checkpoint is 'no such file'."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    base = ["-q", "pseudo-labels", "--voc-root", str(tiny_voc), "--split", "train", "--out", str(tmp_path / "pl")]
+    assert cli.main([*base, "--model", "glnet_4g"]) == 2
+    err = capsys.readouterr().err
+    assert f"expected {tmp_path / 'empty' / 'hub' / 'checkpoints' / 'glnet_4g.pth'}" in err and "--checkpoint" in err
+    assert cli.main([*base, "--checkpoint", str(tmp_path / "nope.pth")]) == 2
+    assert f"no such file: {tmp_path / 'nope.pth'}" in capsys.readouterr().err
+    assert not (tmp_path / "pl").exists() or not list((tmp_path / "pl").glob("*.png"))

@@ -107,10 +107,12 @@ def train_command(args: argparse.Namespace, progress: bool = True) -> int:
 
 
 def load_model(checkpoint, model_name, head: str):
-    """The model for pseudo-labels: a checkpoint (architecture given or guessed), or the bundled demo."""
+    """The model for pseudo-labels: a checkpoint (architecture given or guessed), a named model's weights in the
+    hub cache, or the bundled demo; a named model without weights is an error, never replaced."""
     import timm
 
     from glmix_viz.models import (
+        MODEL_CARD_URL,
         OFFICIAL_MODELS,
         best_matching_model,
         load_checkpoint,
@@ -118,11 +120,21 @@ def load_model(checkpoint, model_name, head: str):
         unwrap_state_dict,
     )
     from glmix_viz.models.demo import load_demo_model
+    from glmix_viz.models.weights import WeightsNotFoundError, find_weights
 
-    if checkpoint is None:
+    try:
+        weights = find_weights(model_name, checkpoint)
+    except WeightsNotFoundError as err:
+        raise ValueError(
+            f"no weights for --model {err.model}: expected {err.expected}. Download them from {MODEL_CARD_URL} "
+            "to that path, or pass --checkpoint FILE; without --model (or with --model glnet_demo) the bundled "
+            "demo model is used"
+        ) from None
+    if weights.path is None:
         model, what = load_demo_model()
         _logger.info("using %s", what)
         return model
+    checkpoint = weights.path
     contents = read_checkpoint(checkpoint)  # read once: guessing the architecture, head size and loading
     if model_name is None:
         model_name, score = best_matching_model(unwrap_state_dict(contents), ("glnet_demo", *OFFICIAL_MODELS))
