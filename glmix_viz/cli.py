@@ -42,8 +42,8 @@ from .figures import (
     render_fig4,
     render_hard_grouping,
 )
-from .fileio import atomic_write
-from .images import Preprocess, expand_image_paths, load_image, preprocess
+from .fileio import RunInterrupted, atomic_write, check_output_dir
+from .images import MIN_SIDE, Preprocess, expand_image_paths, load_image, preprocess
 from .models import MODEL_CARD_URL, OFFICIAL_MODELS, default_checkpoint_path, load_checkpoint
 from .models.demo import load_demo_model
 from .models.weights import Weights, WeightsNotFoundError, find_weights
@@ -346,24 +346,37 @@ def run(
             bar.update(1)
         queue.clear()
 
-    for name, path in zip(names, paths):
-        try:
-            x, view = preprocess(load_image(path), config)
-        except (ValueError, FileNotFoundError) as err:
-            _logger.error("skipped %s", err)
-            skipped += 1
-            bar.update(1)
-            continue
-        if queue and (x.shape != queue[0][2].shape or len(queue) >= batch_size):
-            flush()
-        queue.append((name, path, x, view))
-    flush()
-    bar.close()
+    try:
+        for name, path in zip(names, paths):
+            try:
+                x, view = preprocess(load_image(path, min_side=MIN_SIDE), config)
+            except (ValueError, FileNotFoundError) as err:
+                _logger.error("skipped %s", err)
+                skipped += 1
+                bar.update(1)
+                continue
+            if queue and (x.shape != queue[0][2].shape or len(queue) >= batch_size):
+                flush()
+            queue.append((name, path, x, view))
+        flush()
+    except KeyboardInterrupt:
+        raise RunInterrupted(written, len(paths)) from None
+    finally:
+        bar.close()
     return written, skipped, failed
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``glmix-viz``; returns the exit status (0 ok, 1 some images failed, 2 bad usage)."""
+    """Entry point of ``glmix-viz``; returns the exit status (0 ok, 1 some images failed, 2 bad usage,
+    130 interrupted)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("glmix-viz: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="glmix-viz: %(message)s")
@@ -377,6 +390,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = Preprocess(input_size=args.input_size, mode=args.resize)
         device = _device(args.device)
+        try:
+            check_output_dir(args.out)
+        except ValueError as err:
+            raise ValueError(f"--out {err}") from None
         paths, unmatched = expand_image_paths(images)
         for item in unmatched:
             _logger.error("no image matches %s", item)
@@ -387,12 +404,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"glmix-viz: error: {err}", file=sys.stderr)
         return 2
-    written, skipped, failed = run(
-        paths, model=model, blocks=blocks or None, out=args.out, config=config, device=device,
-        batch_size=args.batch_size, seed=args.seed, save_maps=args.save_maps,
-        progress=not args.quiet and sys.stderr.isatty(), figure=args.figure, fmt=args.format,
-        num_repr=args.num_repr, provenance={"model": source.weights.model, "checkpoint": source.weights.label},
-    )
+    try:
+        written, skipped, failed = run(
+            paths, model=model, blocks=blocks or None, out=args.out, config=config, device=device,
+            batch_size=args.batch_size, seed=args.seed, save_maps=args.save_maps,
+            progress=not args.quiet and sys.stderr.isatty(), figure=args.figure, fmt=args.format,
+            num_repr=args.num_repr, provenance={"model": source.weights.model, "checkpoint": source.weights.label},
+        )
+    except RunInterrupted as stop:
+        print(f"glmix-viz: interrupted after {stop.done} of {stop.total} images; the files written are complete "
+              "(rerun to redo the rest)", file=sys.stderr)
+        return 130
     skipped += len(unmatched)
     (_logger.warning if skipped or failed else _logger.info)(
         "%d written, %d skipped, %d failed -> %s", written, skipped, failed, args.out

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Union
 
-__all__ = ["atomic_write"]
+__all__ = ["RunInterrupted", "atomic_write", "check_output_dir"]
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
@@ -30,3 +30,47 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_output_dir(path: Union[str, Path]) -> Path:
+    """Check, before any work, that ``path`` is a folder files can be written in, or can be created.
+
+    Nothing is created: an existing folder gets a probe file (removed at
+    once); for a new one, the nearest existing parent must be a writable
+    folder.
+
+    Raises:
+        ValueError: ``path`` is an existing file, cannot be created, or is not
+            writable; one line naming it and why.
+    """
+    path = Path(path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{path} exists and is not a folder")
+        try:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as err:
+            raise ValueError(f"{path} is not writable ({err.strerror or type(err).__name__})") from None
+        return path
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{path} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{path} cannot be created: {parent} is not writable")
+    return path
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run over many images, with how far it got.
+
+    Attributes:
+        done: images finished (written, or already there) before the interrupt.
+        total: images the run had to do.
+    """
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"interrupted after {done} of {total} images")
+        self.done, self.total = done, total

@@ -26,6 +26,7 @@ __all__ = [
     "denormalize",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MIN_SIDE",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,6 +34,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_MAX_SIDE = 2048
+MIN_SIDE = 32  # the network's stride: a smaller image is less than one token
 
 PathLike = Union[str, Path]
 
@@ -75,17 +77,20 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), mode="L")
 
 
-def load_image(path: PathLike, *, max_side: int = DEFAULT_MAX_SIDE) -> Image.Image:
+def load_image(path: PathLike, *, max_side: int = DEFAULT_MAX_SIDE, min_side: int = 1) -> Image.Image:
     """Open an image file as 8-bit RGB.
 
     Args:
         path: image file.
         max_side: images with a longer side are shrunk to it first (aspect kept).
+        min_side: images with a shorter side are refused; the tools pass
+            ``MIN_SIDE`` (32 px, the network's stride: upsampling a smaller
+            image would invent its content).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a readable image (unknown format, truncated);
-            the message names the file.
+        ValueError: the file is not a readable image (unknown format, truncated),
+            or is smaller than ``min_side``; the message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -97,6 +102,9 @@ def load_image(path: PathLike, *, max_side: int = DEFAULT_MAX_SIDE) -> Image.Ima
             img = ImageOps.exif_transpose(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from err
+    if min(img.size) < min_side:
+        raise ValueError(f"{path}: {img.size[0]}x{img.size[1]} pixels is too small; at least {min_side} px "
+                         "on each side are needed")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         img = _to_8bit(img)
     if img.mode == "P":

@@ -243,3 +243,52 @@ def test_cli_named_model_from_the_hub_cache_and_provenance(one_image, tiny_ckpt,
     assert cli.main([*argv, "--format", "pdf"]) == 0
     pdf = (out / "one_b04_fig4.pdf").read_bytes()
     assert b"model=test_glnet; checkpoint=" in pdf and b"block=4:stages.2.blocks.1" in pdf
+
+
+def test_cli_bad_out_is_refused_before_any_work(one_image, tmp_path, capsys):
+    """--out that is a file or cannot be created: exit 2, one line naming it, before the model is loaded."""
+    afile = tmp_path / "taken.txt"
+    afile.write_text("x")
+    missing_ckpt = str(tmp_path / "nope.pth")  # would be the error if the model were loaded first
+    for out, why in ((afile, "exists and is not a folder"), (afile / "sub", "cannot be created")):
+        assert cli.main([str(one_image), "--model", "test_glnet", "--checkpoint", missing_ckpt, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"glmix-viz: error: --out {out} {why}") and len(err.splitlines()) == 1, err
+
+
+def test_cli_refuses_images_smaller_than_the_stride(tmp_path, tiny_ckpt, caplog):
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    assert cli.main([str(tiny), *_tiny_argv(tiny_ckpt), "--out", str(tmp_path / "o")]) == 1
+    assert "tiny.png: 1x1 pixels is too small; at least 32 px on each side are needed" in caplog.text
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_stops_cleanly(tmp_path, tiny_ckpt):
+    """SIGINT mid-run: one line, exit 130, no traceback, every file written is complete, no temporary file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(folder / f"img{i:02d}.png")
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "glmix_viz.cli", str(folder), *_tiny_argv(tiny_ckpt),
+                             "--batch-size", "1", "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not [p for p in out.glob("*.png") if not p.name.startswith(".")] and time.time() < deadline \
+            and proc.poll() is None:  # a finished file, not an atomic write's temporary one
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("glmix-viz: interrupted after ")
+    written = sorted(out.glob("*.png"))
+    assert 0 < len(written) < 60 and not [p for p in out.iterdir() if p.name.startswith(".")]
+    for p in written:
+        with Image.open(p) as im:
+            im.load()  # complete files only

@@ -62,7 +62,7 @@ def test_writes_palette_pngs_for_every_id(reference, tiny_voc):
         assert list(scores["classes"]) == sorted(allowed - {0})
 
 
-def test_interrupted_run_resumes_to_identical_output(reference, tiny_voc, tiny_ckpt, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_identical_output(reference, tiny_voc, tiny_ckpt, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     calls = {"n": 0}
     save = pipeline.save_mask
@@ -74,8 +74,8 @@ def test_interrupted_run_resumes_to_identical_output(reference, tiny_voc, tiny_c
         save(path, mask)
 
     monkeypatch.setattr(pipeline, "save_mask", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        cli.main(args(tiny_voc, tiny_ckpt, out))
+    assert cli.main(args(tiny_voc, tiny_ckpt, out)) == 130
+    assert "interrupted after 2 of 5 images; rerun the same command to resume" in capsys.readouterr().err
     assert len(list(out.glob("*.png"))) == 2
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no half-written file
     monkeypatch.setattr(pipeline, "save_mask", save)
@@ -266,3 +266,40 @@ def test_named_model_without_weights_is_an_error(tiny_voc, tmp_path, monkeypatch
     assert cli.main([*base, "--checkpoint", str(tmp_path / "nope.pth")]) == 2
     assert f"no such file: {tmp_path / 'nope.pth'}" in capsys.readouterr().err
     assert not (tmp_path / "pl").exists() or not list((tmp_path / "pl").glob("*.png"))
+
+
+def test_bad_out_and_thresholds_are_refused_before_work(reference, tiny_voc, tiny_ckpt, tmp_path, capsys):
+    afile = tmp_path / "taken"
+    afile.write_text("x")
+    assert cli.main(args(tiny_voc, tmp_path / "nope.pth", afile)) == 2  # --out is checked before the checkpoint
+    assert capsys.readouterr().err.strip().startswith(f"glmix-wsss: error: --out {afile} exists and is not a folder")
+    score = ["score", "--voc-root", str(tiny_voc), "--split", "train", "--pred", str(reference), "--sweep-bg"]
+    for bad in ("0.5:0.1:0.05", "", "0.1:0.5", "0.1:0.5:0", "0.1:x:0.1"):
+        assert cli.main([*score, "--thresholds", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"glmix-wsss: error: --thresholds {bad!r}") and len(err.splitlines()) == 1, err
+    assert cli.main([*score, "--thresholds", "0.1:0.3:0.1"]) == 0
+    assert "bg threshold 0.300" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_rerun_completes(reference, tiny_voc, tiny_ckpt, tmp_path):
+    """SIGINT to a running pseudo-labels: one line, exit 130, no traceback, no partial file; the rerun resumes."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "wsss.cli", *args(tiny_voc, tiny_ckpt, out)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not [p for p in out.glob("*.png") if not p.name.startswith(".")] and time.time() < deadline \
+            and proc.poll() is None:  # a finished file, not an atomic write's temporary one
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("images; rerun the same command to resume")
+    assert 0 < len(list(out.glob("*.png"))) < 5 and not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert cli.main(args(tiny_voc, tiny_ckpt, out)) == 0
+    assert digest(out) == digest(reference)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from glmix_viz import __version__
+from glmix_viz.fileio import RunInterrupted, check_output_dir
 
 from .voc import LABEL_SOURCES
 
@@ -162,7 +163,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``glmix-wsss``; returns the exit status (0 ok, 1 failed, 2 bad usage)."""
+    """Entry point of ``glmix-wsss``; returns the exit status (0 ok, 1 failed, 2 bad usage, 130 interrupted)."""
+    try:
+        return _main(argv)
+    except RunInterrupted as stop:
+        print(f"glmix-wsss: interrupted after {stop.done} of {stop.total} images; rerun the same command to "
+              "resume", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("glmix-wsss: interrupted", file=sys.stderr)
+    return 130
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="glmix-wsss: %(message)s")
@@ -171,6 +183,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if getattr(args, "out", None) is not None:  # checked before any work
+            try:
+                check_output_dir(args.out)
+            except ValueError as err:
+                raise ValueError(f"--out {err}") from None
         if args.command == "make-emojivoc":
             from .emojivoc import make_emojivoc
 

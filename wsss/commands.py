@@ -236,9 +236,21 @@ def score_command(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
+def _threshold_range(text: str) -> np.ndarray:
+    """``--thresholds start:stop:step`` -> the thresholds, stop included; an error naming the flag otherwise."""
+    try:
+        values = tuple(float(v) for v in text.split(":")) if text.strip() else ()
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not values[2] > 0 or not 0 <= values[0] <= values[1] <= 1:
+        raise ValueError(f"--thresholds {text!r}: expected start:stop:step with 0 <= start <= stop <= 1 and "
+                         "step > 0, e.g. 0.05:0.60:0.05")
+    start, stop, step = values
+    return np.round(np.arange(start, stop + 1e-9, step), 6)
+
+
 def _sweep(args: argparse.Namespace, layout: VOCLayout, ids: List[str]) -> int:
-    start, stop, step = _numbers(args.thresholds.replace(":", ","), "--thresholds")
-    thresholds = np.round(np.arange(start, stop + 1e-9, step), 6)
+    thresholds = _threshold_range(args.thresholds)
     accs = [ConfusionAccumulator() for _ in thresholds]
     missing = []
     for image_id in ids:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from glmix_viz.capture import glmix_blocks
-from glmix_viz.fileio import atomic_write
-from glmix_viz.images import load_image, normalize
+from glmix_viz.fileio import RunInterrupted, atomic_write
+from glmix_viz.images import MIN_SIDE, load_image, normalize
 
 from .evidence import ClassHead, Evidence, EvidenceConfig, compute_evidence
 from .refine import (
@@ -273,35 +273,39 @@ def run_pseudo_labels(
     bar = tqdm(mine, desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels", unit="img",
                disable=not progress, position=rank)
     t0 = time.perf_counter()
-    for image_id in bar:
-        target = out / f"{image_id}.png"
-        if target.is_file() and (not save_scores or (out / "scores" / f"{image_id}.npz").is_file()):
-            counts["skipped"] += 1
-            continue
-        try:
-            pil = load_image(layout.image(image_id), max_side=10**6)
-        except (ValueError, FileNotFoundError) as err:
-            _logger.error("skipped %s", err)
-            counts["failed"] += 1
-            continue
-        image = np.asarray(pil)
-        H, W = image.shape[:2]
-        work = image
-        if max(H, W) > config.max_side:
-            pil.thumbnail((config.max_side, config.max_side))
-            work = np.asarray(pil)
-        classes = [c + 1 for c in np.flatnonzero(labels[image_id] > 0.5)]
-        result = pseudo_label_image(model, work, classes, head, config, device, evidence_cfg)
-        mask = result.mask
-        if work.shape[:2] != (H, W):
-            from PIL import Image
+    try:
+        for image_id in bar:
+            target = out / f"{image_id}.png"
+            if target.is_file() and (not save_scores or (out / "scores" / f"{image_id}.npz").is_file()):
+                counts["skipped"] += 1
+                continue
+            try:
+                pil = load_image(layout.image(image_id), max_side=10**6, min_side=MIN_SIDE)
+            except (ValueError, FileNotFoundError) as err:
+                _logger.error("skipped %s", err)
+                counts["failed"] += 1
+                continue
+            image = np.asarray(pil)
+            H, W = image.shape[:2]
+            work = image
+            if max(H, W) > config.max_side:
+                pil.thumbnail((config.max_side, config.max_side))
+                work = np.asarray(pil)
+            classes = [c + 1 for c in np.flatnonzero(labels[image_id] > 0.5)]
+            result = pseudo_label_image(model, work, classes, head, config, device, evidence_cfg)
+            mask = result.mask
+            if work.shape[:2] != (H, W):
+                from PIL import Image
 
-            mask = np.asarray(Image.fromarray(mask).resize((W, H), Image.Resampling.NEAREST))
-        if save_scores:
-            atomic_write(out / "scores" / f"{image_id}.npz", lambda p: np.savez_compressed(
-                open(p, "wb"), scores=result.scores.astype(np.float16), classes=np.array(result.classes, np.uint8)))
-        atomic_write(target, lambda p: save_mask(p, mask))
-        counts["written"] += 1
-        bar.set_postfix(img_s=f"{counts['written'] / (time.perf_counter() - t0):.2f}")
-    bar.close()
+                mask = np.asarray(Image.fromarray(mask).resize((W, H), Image.Resampling.NEAREST))
+            if save_scores:
+                atomic_write(out / "scores" / f"{image_id}.npz", lambda p: np.savez_compressed(
+                    p, scores=result.scores.astype(np.float16), classes=np.array(result.classes, np.uint8)))
+            atomic_write(target, lambda p: save_mask(p, mask))
+            counts["written"] += 1
+            bar.set_postfix(img_s=f"{counts['written'] / (time.perf_counter() - t0):.2f}")
+    except KeyboardInterrupt:
+        raise RunInterrupted(counts["written"] + counts["skipped"], len(mine)) from None
+    finally:
+        bar.close()
     return counts
