@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -130,8 +131,8 @@ def test_region_relabel_flag_reaches_the_pipeline(tiny_voc, tiny_ckpt, tmp_path,
     seen = []
     monkeypatch.setattr(commands, "run_pseudo_labels", lambda *a, config, **k: seen.append(config.regions) or
                         {"written": 0, "skipped": 0, "failed": 0})
-    for extra in ([], ["--region-relabel", "--region-margin", "0.4"]):
-        cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", *extra))
+    for i, extra in enumerate(([], ["--region-relabel", "--region-margin", "0.4"])):
+        cli.main(args(tiny_voc, tiny_ckpt, tmp_path / f"pl{i}", *extra))
     assert seen == [None, RegionParams(margin=0.4)]
 
 
@@ -154,7 +155,7 @@ def test_scale_weights_and_stitch_flags_reach_the_config(tiny_voc, tiny_ckpt, tm
     default_scales = pipeline.SLOT_EVIDENCE.scales
     stitch = (1,) + (2,) * (len(default_scales) - 1)
     for extra in ([], ["--method", "cam"], ["--stitch", ",".join(map(str, stitch))]):
-        assert cli.main(plain + extra) == 0
+        assert cli.main(plain + extra + ["--overwrite"]) == 0  # other settings into the same folder
     slots, cam, stitched = seen[1:]
     default = pipeline.SLOT_EVIDENCE
     assert (slots.scales, slots.weights, slots.stitch) == (default.scales, default.weights, default.stitch)
@@ -303,3 +304,35 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(reference, tiny_voc, tiny_
     assert 0 < len(list(out.glob("*.png"))) < 5 and not [p for p in out.iterdir() if p.name.startswith(".")]
     assert cli.main(args(tiny_voc, tiny_ckpt, out)) == 0
     assert digest(out) == digest(reference)
+
+
+def test_manifest_records_the_run_and_guards_resumes(reference, tiny_voc, tiny_ckpt, tmp_path, capsys):
+    """OUT/manifest.json holds model, checkpoint hash, labels and config; a rerun with other settings is refused
+    (naming what differs) unless --overwrite, which redoes every mask."""
+    import json
+
+    from wsss.manifest import file_sha256
+
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["model"] == "test_glnet" and manifest["checkpoint"] == str(tiny_ckpt)
+    assert manifest["checkpoint_sha256"] == file_sha256(tiny_ckpt) == hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
+    assert manifest["config"]["evidence"]["scales"] == [1.0, 0.5] and manifest["config"]["crf"]["iterations"] == 3
+    assert manifest["labels"] == {"source": "auto", "file": None} and manifest["run"]["save_scores"] is True
+
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores")) == 0  # same settings: resumes (all there)
+    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--crf-iterations", "2")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.crf.iterations: 3 -> 2" in err and "--overwrite" in err and len(err.splitlines()) == 1
+    assert digest(out) == digest(reference)  # nothing touched
+    stale = sorted(out.glob("*.png"))[0]
+    stale.write_bytes(b"stale")
+    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores", "--overwrite")) == 0
+    assert digest(out) == digest(reference)  # every mask redone, the stale one included
+
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    shutil.copy(stale, legacy / stale.name)
+    assert cli.main(args(tiny_voc, tiny_ckpt, legacy)) == 2
+    assert "no manifest.json" in capsys.readouterr().err

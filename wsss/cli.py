@@ -145,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--crf-iterations", type=int, default=10)
     pl.add_argument("--max-side", type=int, default=512, help="shrink larger images first")
     pl.add_argument("--save-scores", action="store_true", help="also keep score maps as OUT/scores/<id>.npz")
+    pl.add_argument("--overwrite", action="store_true",
+                    help="redo every mask in OUT; without it a rerun resumes, and refuses a folder whose "
+                    "manifest.json records other settings")
     pl.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
     pl.add_argument("--device", default="auto")
     pl.add_argument("--threads", type=int, default=0)

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from glmix_viz.untrusted import load_npz
 
 from .evidence import ClassHead, EvidenceConfig
+from .manifest import make_manifest, prepare_run_folder
 from .metrics import ConfusionAccumulator
 from .pipeline import PseudoLabelConfig, run_pseudo_labels
 from .refine import BackgroundParams, ConfidentRegions, CRFParams, labels_from_scores, with_background
@@ -106,9 +108,13 @@ def train_command(args: argparse.Namespace, progress: bool = True) -> int:
     return 0
 
 
-def load_model(checkpoint, model_name, head: str):
+def load_model(checkpoint, model_name, head: str) -> Tuple[torch.nn.Module, str, Optional[Path]]:
     """The model for pseudo-labels: a checkpoint (architecture given or guessed), a named model's weights in the
-    hub cache, or the bundled demo; a named model without weights is an error, never replaced."""
+    hub cache, or the bundled demo; a named model without weights is an error, never replaced.
+
+    Returns:
+        ``(model in eval mode, its registered name, its weights file or None for the bundled demo)``.
+    """
     import timm
 
     from glmix_viz.models import (
@@ -133,7 +139,7 @@ def load_model(checkpoint, model_name, head: str):
     if weights.path is None:
         model, what = load_demo_model()
         _logger.info("using %s", what)
-        return model
+        return model, weights.model, None
     checkpoint = weights.path
     contents = read_checkpoint(checkpoint)  # read once: guessing the architecture, head size and loading
     if model_name is None:
@@ -143,7 +149,7 @@ def load_model(checkpoint, model_name, head: str):
     num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else (1000 if head == "imagenet" else 20)
     model = timm.create_model(model_name, num_classes=num_classes)
     load_checkpoint(model, checkpoint, name=model_name, checkpoint=contents)
-    return model.eval()
+    return model.eval(), model_name, checkpoint
 
 
 def _dist() -> Tuple[int, int]:
@@ -184,8 +190,20 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     if args.limit:
         ids = ids[: args.limit]
     labels = layout.image_labels(ids, args.labels, args.labels_from)
-    model = load_model(args.checkpoint, args.model, args.head)
+    model, model_name, weights_file = load_model(args.checkpoint, args.model, args.head)
     head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
+    manifest = make_manifest(
+        model=model_name, checkpoint=weights_file, head=args.head, config=config,
+        labels={"source": args.labels_from, "file": str(args.labels) if args.labels else None},
+        run={"voc_root": str(args.voc_root), "split": args.split, "limit": args.limit, "device": str(device),
+             "save_scores": args.save_scores, "world_size": world},
+    )
+    try:
+        prepare_run_folder(args.out, manifest, overwrite=args.overwrite, write=rank == 0)
+    except ValueError as err:  # the library names the field, the CLI its flag
+        raise ValueError(str(err).replace("; overwrite to", "; --overwrite to")) from None
+    if world > 1:
+        torch.distributed.barrier()  # no rank writes a mask before rank 0 has checked and cleared the folder
     counts = run_pseudo_labels(model, layout, ids, labels, args.out, head=head, config=config, device=device,
                                save_scores=args.save_scores, rank=rank, world_size=world,
                                progress=progress and rank == 0)
