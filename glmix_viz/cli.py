@@ -15,8 +15,9 @@ per block ``bNN_logits``, ``bNN_dispatch``, ``bNN_grid``, ``bNN_representatives`
 and ``blocks``, ``image``.
 
 Weights: ``--checkpoint PATH`` if given; else the official file for ``--model``
-in the torch hub cache (``~/.cache/torch/hub/checkpoints/NAME.pth``); else the
-bundled fallback model, announced in one line.
+in the torch hub cache (``~/.cache/torch/hub/checkpoints/NAME.pth``). A named
+model without weights is an error; without ``--model``, ``glnet_stl`` gives way to
+the bundled demo model, announced in one line.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from ._clihelp import HelpFormatter
 from .analysis import select_representatives
 from .capture import SlotCapture, resolve_blocks
 from .figures import (
@@ -61,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glmix-viz",
         description="Render the semantic slots of GLNet's GLMix blocks for images.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
+        epilog="examples:\n" + "\n".join(line.replace("    glmix-viz", "  glmix-viz", 1)
+                                          for line in (__doc__ or "").splitlines() if line.startswith("    glmix-viz")),
     )
     p.add_argument("images", nargs="*", help="image files, folders or glob patterns")
     p.add_argument("--demo", action="store_true", help="run on the bundled image (no download needed)")
@@ -81,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"model name ({', '.join(OFFICIAL_MODELS)}, glnet_demo); its weights must be in the torch "
                    f"hub cache or given by --checkpoint (default: {DEFAULT_MODEL} if its weights are in the hub "
                    "cache, else the bundled demo model)")
-    p.add_argument("--checkpoint", type=Path, help="weights file (default: the torch hub cache)")
+    p.add_argument("--checkpoint", type=Path, help="weights file (default: --model's file in the torch hub cache)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="read the checkpoint with Python's full pickle, which lets the file run any code on "
                    "this machine: only for files you made or fully trust (by default only tensors, arrays and "
@@ -91,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", choices=("crop", "whole"), default="crop",
                    help="crop: the paper's evaluation centre crop; whole: keep the whole image")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--seed", type=int, default=0,
                    help="random state of the representatives' k-medoids (its default BUILD start is "
                    "deterministic and does not draw from it), the slot colours of --figure hard, and the "

@@ -336,3 +336,29 @@ def test_manifest_records_the_run_and_guards_resumes(reference, tiny_voc, tiny_c
     shutil.copy(stale, legacy / stale.name)
     assert cli.main(args(tiny_voc, tiny_ckpt, legacy)) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_progress_lines_when_not_a_terminal(tiny_voc, tiny_ckpt, tmp_path, monkeypatch, caplog):
+    """Without a terminal (a log file), progress is logged with images/s and ETA, and a summary at the end."""
+    import logging
+
+    monkeypatch.setattr(pipeline, "LOG_EVERY_S", 0.0)
+    caplog.set_level(logging.INFO)
+    argv = [a for a in args(tiny_voc, tiny_ckpt, tmp_path / "pl") if a != "-q"]
+    assert cli.main(argv) == 0
+    lines = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
+    assert any(line.startswith("2/5 images (2 written") and "ETA 0:" in line for line in lines), lines
+    assert lines[-1].startswith("5/5 images (5 written, 0 skipped, 0 failed)") and "took 0:" in lines[-1]
+
+
+def test_sweep_says_what_it_sweeps_and_flags_an_edge(reference, tiny_voc, capsys):
+    score = ["score", "--voc-root", str(tiny_voc), "--split", "train", "--pred", str(reference), "--sweep-bg"]
+    assert cli.main([*score, "--thresholds", "0.95:1.0:0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "the saved scores, before the slot classifier and the CRF" in out
+    best = float(out.split("best: threshold ")[1].split(",")[0])
+    assert ("at the edge of the range" in out) == (best in (0.95, 1.0))
+    assert cli.main([*score, "--thresholds", "0.0:1.0:0.05"]) == 0
+    out = capsys.readouterr().out
+    best = float(out.split("best: threshold ")[1].split(",")[0])
+    assert ("at the edge of the range" in out) == (best in (0.0, 1.0))

@@ -12,9 +12,35 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from glmix_viz import __version__
+from glmix_viz._clihelp import HelpFormatter
 from glmix_viz.fileio import RunInterrupted, check_output_dir
 
 from .voc import LABEL_SOURCES
+
+
+_EXAMPLES = {
+    "glmix-wsss": """examples:
+  glmix-wsss make-emojivoc --out data/emojivoc --train 240 --val 40
+  glmix-wsss pseudo-labels --voc-root data/emojivoc --split train --out pl/
+  glmix-wsss score --voc-root data/emojivoc --split train --pred pl/
+
+COMMAND --help shows each command's options.""",
+    "make-emojivoc": """examples:
+  glmix-wsss make-emojivoc --out data/emojivoc --train 3000 --val 500 --seed 0 --workers 2""",
+    "train": """examples:
+  glmix-wsss train --voc-root data/emojivoc --model glnet_demo --out runs/demo
+  glmix-wsss train --voc-root ~/data/VOC --train-split train_aug --model glnet_stl \\
+      --init-checkpoint ~/.cache/torch/hub/checkpoints/glnet_stl.pth --out runs/stl
+  glmix-wsss train --voc-root data/emojivoc --out runs/demo --resume      # after an interruption""",
+    "pseudo-labels": """examples:
+  glmix-wsss pseudo-labels --voc-root data/emojivoc --split train --out pl/     # bundled demo model
+  glmix-wsss pseudo-labels --voc-root ~/data/VOC --split train --model glnet_stl --head imagenet --out pl_stl/
+  glmix-wsss pseudo-labels --voc-root ~/data/VOC --checkpoint runs/stl/checkpoint-best.pth --out pl/ --save-scores
+A rerun into the same --out resumes; with other settings it stops (--overwrite redoes everything).""",
+    "score": """examples:
+  glmix-wsss score --voc-root ~/data/VOC --split train --pred pl/
+  glmix-wsss score --voc-root ~/data/VOC --split train --pred pl/ --sweep-bg --thresholds 0.10:0.40:0.05""",
+}
 
 
 def _add_label_args(parser: argparse.ArgumentParser) -> None:
@@ -26,44 +52,45 @@ def _add_label_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="glmix-wsss", description="Weakly-supervised segmentation with GLNet slots.")
+    p = argparse.ArgumentParser(prog="glmix-wsss", description="Weakly-supervised segmentation with GLNet slots.",
+                                formatter_class=HelpFormatter, epilog=_EXAMPLES["glmix-wsss"])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     g = sub.add_parser("make-emojivoc", help="generate EmojiVOC (VOC classes as emoji, exact masks, VOC layout)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter, epilog=_EXAMPLES["make-emojivoc"])
     g.add_argument("--out", type=Path, required=True, help="folder to create (holds VOCdevkit/ and voc12/)")
     g.add_argument("--train", type=int, default=1000, help="training images")
     g.add_argument("--val", type=int, default=200, help="validation images")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="random seed of the scenes (same seed, same bytes)")
     g.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (same bytes)")
 
     t = sub.add_parser("train", help="image-level multi-label training of a GLNet on a VOC-format dataset",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter, epilog=_EXAMPLES["train"])
     t.add_argument("--voc-root", type=Path, required=True, help="folder holding VOCdevkit/ (and voc12/cls_labels.npy)")
     t.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl)")
-    t.add_argument("--model", default="glnet_demo")
+    t.add_argument("--model", default="glnet_demo", help="architecture to train (a registered GLNet)")
     t.add_argument("--init-checkpoint", type=Path,
                    help="initialise from this (e.g. official) checkpoint; head replaced")
     t.add_argument("--train-split", default="train", help="e.g. train_aug on real VOC")
-    t.add_argument("--val-split", default="val")
+    t.add_argument("--val-split", default="val", help="split scored (mAP) after every epoch")
     _add_label_args(t)
-    t.add_argument("--input-size", type=int, default=192)
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--input-size", type=int, default=192, help="side of the square training crops, px")
+    t.add_argument("--epochs", type=int, default=20, help="passes over the training split")
+    t.add_argument("--batch-size", type=int, default=32, help="images per step")
+    t.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate (cosine schedule)")
     t.add_argument("--clip-grad", type=float, default=1.0, help="gradient norm clipping (0: off)")
-    t.add_argument("--weight-decay", type=float, default=0.05)
-    t.add_argument("--warmup-epochs", type=float, default=0.5)
-    t.add_argument("--drop-path", type=float, default=0.1)
+    t.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
+    t.add_argument("--warmup-epochs", type=float, default=0.5, help="linear warm-up of the learning rate")
+    t.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate")
     t.add_argument("--min-scale", type=float, default=0.8,
                    help="smallest crop area of the random resized crop (small crops drop labelled objects)")
     t.add_argument("--workers", type=int, default=1, help="data-loading processes")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    t.add_argument("--device", default="auto")
+    t.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the initialisation, augmentation and order")
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
     t.add_argument("--ema-decay", type=float, default=0.0,
                    help="keep an exponential moving average of the weights (e.g. 0.999; 0: off); "
@@ -79,16 +106,22 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pth")
 
     pl = sub.add_parser("pseudo-labels", help="pseudo-masks of a split from image-level labels (palette PNGs)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pl.add_argument("--voc-root", type=Path, required=True)
-    pl.add_argument("--split", default="train")
-    pl.add_argument("--checkpoint", type=Path, help="weights (default: the bundled demo model)")
-    pl.add_argument("--model", default=None, help="architecture (default: glnet_demo, or the checkpoint's best fit)")
+                        formatter_class=HelpFormatter, epilog=_EXAMPLES["pseudo-labels"])
+    pl.add_argument("--voc-root", type=Path, required=True,
+                    help="folder holding VOCdevkit/VOC2012 (and voc12/cls_labels.npy)")
+    pl.add_argument("--split", default="train", help="image list: ImageSets/Segmentation/SPLIT.txt")
+    pl.add_argument("--checkpoint", type=Path,
+                    help="weights file (default: --model's file in the torch hub cache, or the bundled demo model)")
+    pl.add_argument("--model", default=None,
+                    help="architecture; without --checkpoint its weights must be in the torch hub cache "
+                         "(default: the checkpoint's best fit, or glnet_demo)")
     pl.add_argument("--head", choices=("own", "imagenet"), default="own",
                     help="own: the model's 20-class VOC head; imagenet: an ImageNet head mapped to VOC classes")
-    pl.add_argument("--out", type=Path, required=True)
+    pl.add_argument("--out", type=Path, required=True,
+                    help="folder of <id>.png palette masks and manifest.json (what made them)")
     _add_label_args(pl)
-    pl.add_argument("--method", choices=("cam", "slots"), default="slots")
+    pl.add_argument("--method", choices=("cam", "slots"), default="slots",
+                    help="cam: multi-scale CAM only (the standard protocol); slots: CAM refined by GLMix slots")
     from .pipeline import PseudoLabelConfig  # the defaults live there
     from .regions import RegionParams
 
@@ -100,8 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--slot-sharpness", type=float, default=default.slot_sharpness,
                     help="factor on the slot logits before clustering and dispatch (>1: harder slots)")
     pl.add_argument("--slot-baseline", type=float, default=default.slot_baseline,
-                    help="quantile of each slot-refined map subtracted before renormalising "
-                         "(0: off; default %(default)s)")
+                    help="quantile of each slot-refined map subtracted before renormalising (0: off)")
     seeds = default.slot_classifier
     pl.add_argument("--slot-classifier", action=argparse.BooleanOptionalAction, default=True,
                     help="fit a per-image classifier on every GLMix block's slot memberships to the confident "
@@ -127,40 +159,45 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"shift-and-stitch factor of each scale: 1 plain, F (even) a CAM on a grid F times "
                          f"finer from F*F shifted passes (default: {csv(slot_ev.stitch)} for --method slots, "
                          "1 each for cam)")
-    pl.add_argument("--no-flip", action="store_true")
-    pl.add_argument("--bg", choices=("constant", "power"), default="constant")
+    pl.add_argument("--no-flip", action="store_true", help="no horizontally flipped passes in the CAMs")
+    pl.add_argument("--bg", choices=("constant", "power"), default="constant",
+                    help="background score: constant (--bg-threshold) or PSA's power of the foreground")
     pl.add_argument("--bg-threshold", type=float, default=default.background.threshold,
                     help="constant background score (IRN uses 0.15 for CNN CAMs; measured for GLNets in the README)")
     pl.add_argument("--bg-power", type=float, default=default.background.power, help="PSA's (1 - max fg) ** power")
     pl.add_argument("--confident", metavar="FG,BG",
                     help="IRN's confident/ignore regions instead of --bg: label with background FG and with BG "
                          "(e.g. 0.30,0.05); pixels where the two disagree become 255")
-    pl.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True)
+    pl.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True,
+                    help="refine the mask with a dense CRF (pydensecrf)")
     pl.add_argument("--region-relabel", action=argparse.BooleanOptionalAction, default=False,
                     help="classify each labelled region of the finished mask with the rest of the image masked "
                          "out, and relabel it where another of the image's classes wins by --region-margin "
                          "(off by default: measured in the README)")
     pl.add_argument("--region-margin", type=float, default=RegionParams().margin,
                     help="--region-relabel: probability margin the best class needs over the region's class")
-    pl.add_argument("--crf-iterations", type=int, default=10)
-    pl.add_argument("--max-side", type=int, default=512, help="shrink larger images first")
+    pl.add_argument("--crf-iterations", type=int, default=10, help="mean-field iterations of the CRF")
+    pl.add_argument("--max-side", type=int, default=512,
+                    help="images with a longer side are shrunk to it first; masks are upsampled back")
     pl.add_argument("--save-scores", action="store_true", help="also keep score maps as OUT/scores/<id>.npz")
     pl.add_argument("--overwrite", action="store_true",
                     help="redo every mask in OUT; without it a rerun resumes, and refuses a folder whose "
                     "manifest.json records other settings")
     pl.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
-    pl.add_argument("--device", default="auto")
-    pl.add_argument("--threads", type=int, default=0)
+    pl.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    pl.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
     sc = sub.add_parser("score", help="mIoU of predicted masks against a split's ground truth",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter, epilog=_EXAMPLES["score"])
     sc.add_argument("--pred", type=Path, required=True, help="folder of <id>.png label maps")
-    sc.add_argument("--voc-root", type=Path, required=True)
-    sc.add_argument("--split", default="train")
+    sc.add_argument("--voc-root", type=Path, required=True, help="folder holding VOCdevkit/VOC2012 (ground truth)")
+    sc.add_argument("--split", default="train", help="image list: ImageSets/Segmentation/SPLIT.txt")
     sc.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
     sc.add_argument("--json", type=Path, help="also write the results here")
     sc.add_argument("--sweep-bg", action="store_true",
-                    help="score background thresholds on PRED/scores/*.npz (from --save-scores) instead")
+                    help="instead, sweep the constant background threshold over PRED/scores/*.npz (from "
+                         "pseudo-labels --save-scores): scores before the slot classifier and the CRF, so its "
+                         "best value is not the full pipeline's")
     sc.add_argument("--thresholds", default="0.05:0.60:0.05", help="start:stop:step for --sweep-bg")
     return p
 

@@ -290,11 +290,16 @@ def _sweep(args: argparse.Namespace, layout: VOCLayout, ids: List[str]) -> int:
         for t, acc in zip(thresholds, accs):
             acc.add(labels_from_scores(with_background(scores, BackgroundParams("constant", float(t))), classes), gt)
     results = [(float(t), acc.summary()["miou"]) for t, acc in zip(thresholds, accs)]
+    print(f"constant background threshold over {args.pred / 'scores'}: the saved scores, before the slot "
+          "classifier and the CRF, so the best value here is not the full pipeline's")
     for t, miou in results:
         print(f"bg threshold {t:.3f}: mIoU {100 * miou:6.2f}")
     best = max(results, key=lambda r: r[1])
     print(f"best: threshold {best[0]:.3f}, mIoU {100 * best[1]:.2f} ({len(ids) - len(missing)} images, "
           f"{len(missing)} without scores)")
+    if len(results) > 1 and best[0] in (results[0][0], results[-1][0]):
+        print(f"note: the best threshold is at the edge of the range ({args.thresholds}); widen --thresholds "
+              "to see whether a value beyond it scores higher")
     if args.json:
         args.json.write_text(json.dumps({"sweep": results, "best": best, "missing": len(missing)}, indent=1) + "\n")
     return 1 if missing else 0

@@ -273,8 +273,10 @@ def run_pseudo_labels(
     bar = tqdm(mine, desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels", unit="img",
                disable=not progress, position=rank)
     t0 = time.perf_counter()
+    log = _ProgressLog(len(mine), every_s=None if progress else LOG_EVERY_S)
     try:
         for image_id in bar:
+            log.tick(counts)
             target = out / f"{image_id}.png"
             if target.is_file() and (not save_scores or (out / "scores" / f"{image_id}.npz").is_file()):
                 counts["skipped"] += 1
@@ -308,4 +310,34 @@ def run_pseudo_labels(
         raise RunInterrupted(counts["written"] + counts["skipped"], len(mine)) from None
     finally:
         bar.close()
+    log.tick(counts, final=True)
     return counts
+
+
+LOG_EVERY_S = 30.0  # progress lines when the output is not a terminal (a log file, a batch job)
+
+
+class _ProgressLog:
+    """A log line every ``every_s`` seconds with images done, images/s and ETA (``None``: never)."""
+
+    def __init__(self, total: int, every_s: Optional[float]) -> None:
+        self.total, self.every_s = total, every_s
+        self.start = self.last = time.perf_counter()
+
+    def tick(self, counts: Dict[str, int], final: bool = False) -> None:
+        now = time.perf_counter()
+        if self.every_s is None or not (final or now - self.last >= self.every_s):
+            return
+        self.last = now
+        done = counts["written"] + counts["skipped"] + counts["failed"]
+        rate = counts["written"] / max(now - self.start, 1e-9)
+        left = self.total - done
+        eta = _clock(left / rate) if rate > 0 else "?"
+        _logger.info("%d/%d images (%d written, %d skipped, %d failed), %.2f images/s, %s %s", done, self.total,
+                     counts["written"], counts["skipped"], counts["failed"], rate,
+                     "took" if final else "ETA", _clock(now - self.start) if final else eta)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
