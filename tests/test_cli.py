@@ -194,7 +194,9 @@ def test_cli_rejects_bad_num_repr_and_figure(one_image, tiny_ckpt, capsys):
 
 
 def test_cli_figure_failure_counts_as_failed(images, tiny_ckpt, tmp_path, monkeypatch, caplog):
-    real = cli.render_fig4
+    from glmix_viz import _cli_run
+
+    real = _cli_run.render_fig4
 
     def flaky(image, maps, reps, **kw):  # the first image (a.jpg) fails, the next renders
         if flaky.calls == 0:
@@ -203,7 +205,7 @@ def test_cli_figure_failure_counts_as_failed(images, tiny_ckpt, tmp_path, monkey
         return real(image, maps, reps, **kw)
 
     flaky.calls = 0
-    monkeypatch.setattr(cli, "render_fig4", flaky)
+    monkeypatch.setattr(_cli_run, "render_fig4", flaky)
     out = tmp_path / "o"
     code = cli.main([str(images), "--out", str(out), "--batch-size", "2", *_tiny_argv(tiny_ckpt)])
     assert code == 1
@@ -292,3 +294,33 @@ def test_cli_ctrl_c_stops_cleanly(tmp_path, tiny_ckpt):
     for p in written:
         with Image.open(p) as im:
             im.load()  # complete files only
+
+
+@pytest.mark.parametrize("tool,argv", [("glmix_viz.cli", ["--version"]), ("glmix_viz.cli", ["--help"]),
+                                       ("wsss.cli", ["--version"]), ("wsss.cli", ["--help"])])
+def test_version_and_help_import_no_torch(tool, argv):
+    """--version and --help answer without torch, timm or matplotlib (seconds of imports): the start-up budget."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from {tool} import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'timm', 'matplotlib', 'sklearn', 'skimage') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]
+
+
+def test_importing_the_package_still_registers_the_models_with_timm():
+    """The light package import keeps its promise: ``import glmix_viz, timm`` (either order) knows the GLNets."""
+    import subprocess
+    import sys
+
+    for first, second in (("glmix_viz", "timm"), ("timm", "glmix_viz")):
+        code = (f"import {first}, {second}\n"
+                "print(timm.create_model('test_glnet').__class__.__name__, 'glnet_stl' in timm.list_models('glnet*'))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0 and proc.stdout.split() == ["GLNet", "True"], proc.stderr[-1000:]
+    proc = subprocess.run([sys.executable, "-c", "import glmix_viz, sys; print('torch' in sys.modules, "
+                           "glmix_viz.GLNet.__name__, 'timm' in sys.modules)"], capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert proc.stdout.split() == ["False", "GLNet", "True"]  # light import; a name loads the models on use

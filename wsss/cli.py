@@ -9,14 +9,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Set
 
 from glmix_viz import __version__
 from glmix_viz._clihelp import HelpFormatter
 from glmix_viz.fileio import RunInterrupted, check_output_dir
 
 from .voc import LABEL_SOURCES
-
 
 _EXAMPLES = {
     "glmix-wsss": """examples:
@@ -51,7 +50,151 @@ def _add_label_args(parser: argparse.ArgumentParser) -> None:
                              "the npy file if there, else each image's mask, else its annotation")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _make_emojivoc_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="folder to create (holds VOCdevkit/ and voc12/)")
+    p.add_argument("--train", type=int, default=1000, help="training images")
+    p.add_argument("--val", type=int, default=200, help="validation images")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the scenes (same seed, same bytes)")
+    p.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (same bytes)")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voc-root", type=Path, required=True, help="folder holding VOCdevkit/ (and voc12/cls_labels.npy)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl)")
+    p.add_argument("--model", default="glnet_demo", help="architecture to train (a registered GLNet)")
+    p.add_argument("--init-checkpoint", type=Path,
+                   help="initialise from this (e.g. official) checkpoint; head replaced")
+    p.add_argument("--train-split", default="train", help="e.g. train_aug on real VOC")
+    p.add_argument("--val-split", default="val", help="split scored (mAP) after every epoch")
+    _add_label_args(p)
+    p.add_argument("--input-size", type=int, default=192, help="side of the square training crops, px")
+    p.add_argument("--epochs", type=int, default=20, help="passes over the training split")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate (cosine schedule)")
+    p.add_argument("--clip-grad", type=float, default=1.0, help="gradient norm clipping (0: off)")
+    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
+    p.add_argument("--warmup-epochs", type=float, default=0.5, help="linear warm-up of the learning rate")
+    p.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate")
+    p.add_argument("--min-scale", type=float, default=0.8,
+                   help="smallest crop area of the random resized crop (small crops drop labelled objects)")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, augmentation and order")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights (e.g. 0.999; 0: off); "
+                        "it is what is evaluated and saved as best")
+    p.add_argument("--mosaic", type=float, default=0.0,
+                   help="fraction of training images replaced by mosaics of up to 3x3 training images, each tile "
+                        "classified on its own: sharper CAMs (needs --input-size a multiple of 32; 0: off)")
+    p.add_argument("--position-negatives", type=float, default=0.0,
+                   help="weight of a per-position loss on classes absent from the image or mosaic tile (0: off)")
+    p.add_argument("--pos-weight", default="",
+                   help="BCE weight of a class's positives, e.g. bird=4,person=2 (others 1): more loss on classes "
+                        "the model finds hard")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pth")
+
+
+def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voc-root", type=Path, required=True,
+                   help="folder holding VOCdevkit/VOC2012 (and voc12/cls_labels.npy)")
+    p.add_argument("--split", default="train", help="image list: ImageSets/Segmentation/SPLIT.txt")
+    p.add_argument("--checkpoint", type=Path,
+                   help="weights file (default: --model's file in the torch hub cache, or the bundled demo model)")
+    p.add_argument("--model", default=None,
+                   help="architecture; without --checkpoint its weights must be in the torch hub cache "
+                        "(default: the checkpoint's best fit, or glnet_demo)")
+    p.add_argument("--head", choices=("own", "imagenet"), default="own",
+                   help="own: the model's 20-class VOC head; imagenet: an ImageNet head mapped to VOC classes")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder of <id>.png palette masks and manifest.json (what made them)")
+    _add_label_args(p)
+    p.add_argument("--method", choices=("cam", "slots"), default="slots",
+                   help="cam: multi-scale CAM only (the standard protocol); slots: CAM refined by GLMix slots")
+    from .pipeline import PseudoLabelConfig  # the defaults live there
+    from .regions import RegionParams
+
+    default = PseudoLabelConfig()
+    p.add_argument("--blocks", default=",".join(map(str, default.resolved_evidence.slot_blocks)),
+                   help="GLMix block ordinals whose slots refine the CAM (--method slots; the slot classifier "
+                        "uses every block)")
+    p.add_argument("--slot-mix", type=float, default=default.slot_mix, help="weight of slot-refined maps vs the CAM")
+    p.add_argument("--slot-sharpness", type=float, default=default.slot_sharpness,
+                   help="factor on the slot logits before clustering and dispatch (>1: harder slots)")
+    p.add_argument("--slot-baseline", type=float, default=default.slot_baseline,
+                   help="quantile of each slot-refined map subtracted before renormalising (0: off)")
+    seeds = default.slot_classifier
+    p.add_argument("--slot-classifier", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit a per-image classifier on every GLMix block's slot memberships to the confident "
+                        "pixels and average its probabilities with the scores' (--method slots)")
+    p.add_argument("--seed-fg", type=float, default=seeds.foreground,
+                   help="--slot-classifier: best class score that makes a pixel a seed of that class")
+    p.add_argument("--seed-bg", type=float, default=seeds.background,
+                   help="--slot-classifier: best class score below which a pixel is a background seed")
+    p.add_argument("--classifier-weight", type=float, default=seeds.weight,
+                   help="--slot-classifier: weight of its probabilities against the scores' (1: classifier only)")
+    slot_ev, cam_ev = default.resolved_evidence, PseudoLabelConfig(method="cam").resolved_evidence
+
+    def csv(values) -> str:
+        return ",".join(f"{v:g}" for v in values)
+
+    p.add_argument("--scales",
+                   help=f"CAM scales, the first also where slots are captured (default: "
+                        f"{csv(slot_ev.scales)} for --method slots, {csv(cam_ev.scales)} for cam)")
+    p.add_argument("--scale-weights",
+                   help=f"weight of each scale's CAM in their sum, one per scale (default: "
+                        f"{csv(slot_ev.weights)} for --method slots, 1 each for cam)")
+    p.add_argument("--stitch",
+                   help=f"shift-and-stitch factor of each scale: 1 plain, F (even) a CAM on a grid F times "
+                        f"finer from F*F shifted passes (default: {csv(slot_ev.stitch)} for --method slots, "
+                        "1 each for cam)")
+    p.add_argument("--no-flip", action="store_true", help="no horizontally flipped passes in the CAMs")
+    p.add_argument("--bg", choices=("constant", "power"), default="constant",
+                   help="background score: constant (--bg-threshold) or PSA's power of the foreground")
+    p.add_argument("--bg-threshold", type=float, default=default.background.threshold,
+                   help="constant background score (IRN uses 0.15 for CNN CAMs; measured for GLNets in the README)")
+    p.add_argument("--bg-power", type=float, default=default.background.power, help="PSA's (1 - max fg) ** power")
+    p.add_argument("--confident", metavar="FG,BG",
+                   help="IRN's confident/ignore regions instead of --bg: label with background FG and with BG "
+                        "(e.g. 0.30,0.05); pixels where the two disagree become 255")
+    p.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True,
+                   help="refine the mask with a dense CRF (pydensecrf)")
+    p.add_argument("--region-relabel", action=argparse.BooleanOptionalAction, default=False,
+                   help="classify each labelled region of the finished mask with the rest of the image masked "
+                        "out, and relabel it where another of the image's classes wins by --region-margin "
+                        "(off by default: measured in the README)")
+    p.add_argument("--region-margin", type=float, default=RegionParams().margin,
+                   help="--region-relabel: probability margin the best class needs over the region's class")
+    p.add_argument("--crf-iterations", type=int, default=10, help="mean-field iterations of the CRF")
+    p.add_argument("--max-side", type=int, default=512,
+                   help="images with a longer side are shrunk to it first; masks are upsampled back")
+    p.add_argument("--save-scores", action="store_true", help="also keep score maps as OUT/scores/<id>.npz")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every mask in OUT; without it a rerun resumes, and refuses a folder whose "
+                   "manifest.json records other settings")
+    p.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pred", type=Path, required=True, help="folder of <id>.png label maps")
+    p.add_argument("--voc-root", type=Path, required=True, help="folder holding VOCdevkit/VOC2012 (ground truth)")
+    p.add_argument("--split", default="train", help="image list: ImageSets/Segmentation/SPLIT.txt")
+    p.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--sweep-bg", action="store_true",
+                   help="instead, sweep the constant background threshold over PRED/scores/*.npz (from "
+                        "pseudo-labels --save-scores): scores before the slot classifier and the CRF, so its "
+                        "best value is not the full pipeline's")
+    p.add_argument("--thresholds", default="0.05:0.60:0.05", help="start:stop:step for --sweep-bg")
+
+
+def _parser(wanted: Optional[Set[str]] = None) -> argparse.ArgumentParser:
+    """The parser; ``wanted``: the commands whose options are added (``None``: all). ``glmix-wsss --help``
+    and ``--version`` need none, and then import no torch."""
     p = argparse.ArgumentParser(prog="glmix-wsss", description="Weakly-supervised segmentation with GLNet slots.",
                                 formatter_class=HelpFormatter, epilog=_EXAMPLES["glmix-wsss"])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -60,145 +203,23 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("make-emojivoc", help="generate EmojiVOC (VOC classes as emoji, exact masks, VOC layout)",
                        formatter_class=HelpFormatter, epilog=_EXAMPLES["make-emojivoc"])
-    g.add_argument("--out", type=Path, required=True, help="folder to create (holds VOCdevkit/ and voc12/)")
-    g.add_argument("--train", type=int, default=1000, help="training images")
-    g.add_argument("--val", type=int, default=200, help="validation images")
-    g.add_argument("--seed", type=int, default=0, help="random seed of the scenes (same seed, same bytes)")
-    g.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (same bytes)")
+    if wanted is None or "make-emojivoc" in wanted:
+        _make_emojivoc_args(g)
 
     t = sub.add_parser("train", help="image-level multi-label training of a GLNet on a VOC-format dataset",
                        formatter_class=HelpFormatter, epilog=_EXAMPLES["train"])
-    t.add_argument("--voc-root", type=Path, required=True, help="folder holding VOCdevkit/ (and voc12/cls_labels.npy)")
-    t.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl)")
-    t.add_argument("--model", default="glnet_demo", help="architecture to train (a registered GLNet)")
-    t.add_argument("--init-checkpoint", type=Path,
-                   help="initialise from this (e.g. official) checkpoint; head replaced")
-    t.add_argument("--train-split", default="train", help="e.g. train_aug on real VOC")
-    t.add_argument("--val-split", default="val", help="split scored (mAP) after every epoch")
-    _add_label_args(t)
-    t.add_argument("--input-size", type=int, default=192, help="side of the square training crops, px")
-    t.add_argument("--epochs", type=int, default=20, help="passes over the training split")
-    t.add_argument("--batch-size", type=int, default=32, help="images per step")
-    t.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate (cosine schedule)")
-    t.add_argument("--clip-grad", type=float, default=1.0, help="gradient norm clipping (0: off)")
-    t.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
-    t.add_argument("--warmup-epochs", type=float, default=0.5, help="linear warm-up of the learning rate")
-    t.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate")
-    t.add_argument("--min-scale", type=float, default=0.8,
-                   help="smallest crop area of the random resized crop (small crops drop labelled objects)")
-    t.add_argument("--workers", type=int, default=1, help="data-loading processes")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    t.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    t.add_argument("--seed", type=int, default=0, help="seed of the initialisation, augmentation and order")
-    t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
-    t.add_argument("--ema-decay", type=float, default=0.0,
-                   help="keep an exponential moving average of the weights (e.g. 0.999; 0: off); "
-                        "it is what is evaluated and saved as best")
-    t.add_argument("--mosaic", type=float, default=0.0,
-                   help="fraction of training images replaced by mosaics of up to 3x3 training images, each tile "
-                        "classified on its own: sharper CAMs (needs --input-size a multiple of 32; 0: off)")
-    t.add_argument("--position-negatives", type=float, default=0.0,
-                   help="weight of a per-position loss on classes absent from the image or mosaic tile (0: off)")
-    t.add_argument("--pos-weight", default="",
-                   help="BCE weight of a class's positives, e.g. bird=4,person=2 (others 1): more loss on classes "
-                        "the model finds hard")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pth")
+    if wanted is None or "train" in wanted:
+        _train_args(t)
 
     pl = sub.add_parser("pseudo-labels", help="pseudo-masks of a split from image-level labels (palette PNGs)",
                         formatter_class=HelpFormatter, epilog=_EXAMPLES["pseudo-labels"])
-    pl.add_argument("--voc-root", type=Path, required=True,
-                    help="folder holding VOCdevkit/VOC2012 (and voc12/cls_labels.npy)")
-    pl.add_argument("--split", default="train", help="image list: ImageSets/Segmentation/SPLIT.txt")
-    pl.add_argument("--checkpoint", type=Path,
-                    help="weights file (default: --model's file in the torch hub cache, or the bundled demo model)")
-    pl.add_argument("--model", default=None,
-                    help="architecture; without --checkpoint its weights must be in the torch hub cache "
-                         "(default: the checkpoint's best fit, or glnet_demo)")
-    pl.add_argument("--head", choices=("own", "imagenet"), default="own",
-                    help="own: the model's 20-class VOC head; imagenet: an ImageNet head mapped to VOC classes")
-    pl.add_argument("--out", type=Path, required=True,
-                    help="folder of <id>.png palette masks and manifest.json (what made them)")
-    _add_label_args(pl)
-    pl.add_argument("--method", choices=("cam", "slots"), default="slots",
-                    help="cam: multi-scale CAM only (the standard protocol); slots: CAM refined by GLMix slots")
-    from .pipeline import PseudoLabelConfig  # the defaults live there
-    from .regions import RegionParams
-
-    default = PseudoLabelConfig()
-    pl.add_argument("--blocks", default=",".join(map(str, default.resolved_evidence.slot_blocks)),
-                    help="GLMix block ordinals whose slots refine the CAM (--method slots; the slot classifier "
-                         "uses every block)")
-    pl.add_argument("--slot-mix", type=float, default=default.slot_mix, help="weight of slot-refined maps vs the CAM")
-    pl.add_argument("--slot-sharpness", type=float, default=default.slot_sharpness,
-                    help="factor on the slot logits before clustering and dispatch (>1: harder slots)")
-    pl.add_argument("--slot-baseline", type=float, default=default.slot_baseline,
-                    help="quantile of each slot-refined map subtracted before renormalising (0: off)")
-    seeds = default.slot_classifier
-    pl.add_argument("--slot-classifier", action=argparse.BooleanOptionalAction, default=True,
-                    help="fit a per-image classifier on every GLMix block's slot memberships to the confident "
-                         "pixels and average its probabilities with the scores' (--method slots)")
-    pl.add_argument("--seed-fg", type=float, default=seeds.foreground,
-                    help="--slot-classifier: best class score that makes a pixel a seed of that class")
-    pl.add_argument("--seed-bg", type=float, default=seeds.background,
-                    help="--slot-classifier: best class score below which a pixel is a background seed")
-    pl.add_argument("--classifier-weight", type=float, default=seeds.weight,
-                    help="--slot-classifier: weight of its probabilities against the scores' (1: classifier only)")
-    slot_ev, cam_ev = default.resolved_evidence, PseudoLabelConfig(method="cam").resolved_evidence
-
-    def csv(values) -> str:
-        return ",".join(f"{v:g}" for v in values)
-
-    pl.add_argument("--scales",
-                    help=f"CAM scales, the first also where slots are captured (default: "
-                         f"{csv(slot_ev.scales)} for --method slots, {csv(cam_ev.scales)} for cam)")
-    pl.add_argument("--scale-weights",
-                    help=f"weight of each scale's CAM in their sum, one per scale (default: "
-                         f"{csv(slot_ev.weights)} for --method slots, 1 each for cam)")
-    pl.add_argument("--stitch",
-                    help=f"shift-and-stitch factor of each scale: 1 plain, F (even) a CAM on a grid F times "
-                         f"finer from F*F shifted passes (default: {csv(slot_ev.stitch)} for --method slots, "
-                         "1 each for cam)")
-    pl.add_argument("--no-flip", action="store_true", help="no horizontally flipped passes in the CAMs")
-    pl.add_argument("--bg", choices=("constant", "power"), default="constant",
-                    help="background score: constant (--bg-threshold) or PSA's power of the foreground")
-    pl.add_argument("--bg-threshold", type=float, default=default.background.threshold,
-                    help="constant background score (IRN uses 0.15 for CNN CAMs; measured for GLNets in the README)")
-    pl.add_argument("--bg-power", type=float, default=default.background.power, help="PSA's (1 - max fg) ** power")
-    pl.add_argument("--confident", metavar="FG,BG",
-                    help="IRN's confident/ignore regions instead of --bg: label with background FG and with BG "
-                         "(e.g. 0.30,0.05); pixels where the two disagree become 255")
-    pl.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True,
-                    help="refine the mask with a dense CRF (pydensecrf)")
-    pl.add_argument("--region-relabel", action=argparse.BooleanOptionalAction, default=False,
-                    help="classify each labelled region of the finished mask with the rest of the image masked "
-                         "out, and relabel it where another of the image's classes wins by --region-margin "
-                         "(off by default: measured in the README)")
-    pl.add_argument("--region-margin", type=float, default=RegionParams().margin,
-                    help="--region-relabel: probability margin the best class needs over the region's class")
-    pl.add_argument("--crf-iterations", type=int, default=10, help="mean-field iterations of the CRF")
-    pl.add_argument("--max-side", type=int, default=512,
-                    help="images with a longer side are shrunk to it first; masks are upsampled back")
-    pl.add_argument("--save-scores", action="store_true", help="also keep score maps as OUT/scores/<id>.npz")
-    pl.add_argument("--overwrite", action="store_true",
-                    help="redo every mask in OUT; without it a rerun resumes, and refuses a folder whose "
-                    "manifest.json records other settings")
-    pl.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
-    pl.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    pl.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    if wanted is None or "pseudo-labels" in wanted:
+        _pseudo_labels_args(pl)
 
     sc = sub.add_parser("score", help="mIoU of predicted masks against a split's ground truth",
                         formatter_class=HelpFormatter, epilog=_EXAMPLES["score"])
-    sc.add_argument("--pred", type=Path, required=True, help="folder of <id>.png label maps")
-    sc.add_argument("--voc-root", type=Path, required=True, help="folder holding VOCdevkit/VOC2012 (ground truth)")
-    sc.add_argument("--split", default="train", help="image list: ImageSets/Segmentation/SPLIT.txt")
-    sc.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
-    sc.add_argument("--json", type=Path, help="also write the results here")
-    sc.add_argument("--sweep-bg", action="store_true",
-                    help="instead, sweep the constant background threshold over PRED/scores/*.npz (from "
-                         "pseudo-labels --save-scores): scores before the slot classifier and the CRF, so its "
-                         "best value is not the full pipeline's")
-    sc.add_argument("--thresholds", default="0.05:0.60:0.05", help="start:stop:step for --sweep-bg")
+    if wanted is None or "score" in wanted:
+        _score_args(sc)
     return p
 
 
@@ -215,7 +236,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser(wanted=set(argv) & set(_EXAMPLES))  # only the named command's options (and imports)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="glmix-wsss: %(message)s")
     progress = not args.quiet and sys.stderr.isatty()

@@ -17,6 +17,7 @@ from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
+from .._names import MODEL_CARD_URL, OFFICIAL_MODELS
 from ..untrusted import TorchScriptArchiveError, UntrustedPickleError, torch_load
 
 __all__ = [
@@ -32,16 +33,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-MODEL_CARD_URL = "https://github.com/rayleizhu/GLMix#model-zoo"
-OFFICIAL_MODELS = (
-    "glnet_stl",
-    "glnet_stl_paramslot",
-    "glnet_4g",
-    "glnet_9g",
-    "glnet_16g",
-    "glnet_4g_tklb",
-    "glnet_9g_tklb",
-)
 # Non-official registered models a file may be meant for.
 _EXTRA_MODELS = ("glnet_demo", "test_glnet")
 # Where the release keeps the weights inside the file, by model (default "model").

@@ -14,11 +14,11 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
+from .._names import DEMO_MODEL
 from ._checkpoint import load_checkpoint, read_checkpoint
 
 __all__ = ["DEMO_MODEL", "DEMO_WEIGHTS", "FALLBACK_MODEL", "load_demo_model"]
 
-DEMO_MODEL = "glnet_demo"
 DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "glnet_demo_emojivoc.pth"
 FALLBACK_MODEL = "test_glnet"
 
