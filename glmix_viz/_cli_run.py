@@ -19,6 +19,7 @@ from .analysis import select_representatives
 from .capture import SlotCapture, resolve_blocks
 from .figures import (
     array_figure,
+    render_captioned,
     default_depth_blocks,
     depths_figure,
     fig4_figure,
@@ -154,11 +155,17 @@ def _render_one(
     seed: int,
     save_maps: bool,
     provenance: Dict[str, str],
-) -> None:
+    scale: float = 2.0,
+) -> int:
     """Write the figures (and the .npz) of one image; ``maps`` holds its dispatch maps by block ordinal.
 
-    Every file records ``provenance`` (model, checkpoint) and its blocks
-    (``"ordinal:name"``): PNG text chunks, PDF metadata, ``.npz`` arrays.
+    PNGs carry a title (image, model, checkpoint, block) and panel captions,
+    their panels ``scale`` times the model input's height. Every file records
+    ``provenance`` (model, checkpoint) and its blocks (``"ordinal:name"``): PNG
+    text chunks, PDF metadata, ``.npz`` arrays.
+
+    Returns:
+        the number of figure files written.
     """
     names = {rec.ordinal: rec.name for rec in records}
 
@@ -167,31 +174,42 @@ def _render_one(
 
     need_reps = figure != "hard" or save_maps
     reps = {o: select_representatives(m, num_repr, seed=seed) for o, m in maps.items()} if need_reps else {}
+    height = max(1, int(round(view.shape[0] * scale)))
+    font = int(min(40, max(12, round(8 * scale))))
+    who = f"{provenance.get('model', '?')} ({provenance.get('checkpoint', '?')})"
+    written = 0
     if figure == "depths":
         ordinals = sorted(maps)
         labels = [f"block {o}" for o in ordinals]
         path = out / f"{name}_depths.{fmt}"
         block_maps, block_reps = [maps[o] for o in ordinals], [reps[o] for o in ordinals]
         if fmt == "png":
-            _save_png(path, render_depths(view, block_maps, block_reps, labels), meta(ordinals))
+            title = f"{name} | {who} | blocks " + ", ".join(f"{o} ({names[o]})" for o in ordinals)
+            _save_png(path, render_depths(view, block_maps, block_reps, labels, captions=True, title=title,
+                                          height=height, font_size=font), meta(ordinals))
         else:
             _save_figure(path, depths_figure(view, block_maps, block_reps, labels, title=name), meta(ordinals))
+        written += 1
     else:
         for o, m in maps.items():
-            title = f"{name}, block {o} ({names[o]})"
+            title = f"{name} | {who} | block {o} ({names[o]})"
             if figure == "fig4":
                 path = out / f"{name}_b{o:02d}_fig4.{fmt}"
                 if fmt == "png":
-                    _save_png(path, render_fig4(view, m, reps[o]), meta([o]))
+                    _save_png(path, render_fig4(view, m, reps[o], captions=True, title=title, height=height,
+                                                font_size=font), meta([o]))
                 else:
                     _save_figure(path, fig4_figure(view, m, reps[o], title=title), meta([o]))
             else:
                 path = out / f"{name}_b{o:02d}_groups.{fmt}"
                 groups = render_hard_grouping(view, m, seed=seed)
+                panels = [_scaled(view, height), _scaled(groups, height, nearest=True)]
+                captions = ["input", f"each pixel's most likely of {m.shape[0]} slots"]
                 if fmt == "png":
-                    _save_png(path, groups, meta([o]))
+                    _save_png(path, render_captioned(panels, captions, title=title, font_size=font), meta([o]))
                 else:
-                    _save_figure(path, array_figure(groups, title=title), meta([o]))
+                    _save_figure(path, array_figure(render_captioned(panels, captions), title=title), meta([o]))
+            written += 1
     if save_maps:
         arrays = {}
         for rec in records:
@@ -209,6 +227,18 @@ def _render_one(
                 np.savez_compressed(fh, **arrays)
 
         atomic_write(out / f"{name}.npz", write_npz)
+    return written
+
+
+def _scaled(image: np.ndarray, height: int, *, nearest: bool = False) -> np.ndarray:
+    """``image`` resized to ``height`` rows, aspect kept (bicubic; ``nearest`` for label colours)."""
+    from PIL import Image
+
+    if image.shape[0] == height:
+        return image
+    width = max(1, int(round(image.shape[1] * height / image.shape[0])))
+    method = Image.Resampling.NEAREST if nearest else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(image).resize((width, height), method))
 
 
 def run(
@@ -227,11 +257,13 @@ def run(
     fmt: str = "png",
     num_repr: int = 4,
     provenance: Optional[Dict[str, str]] = None,
-) -> Tuple[int, int, int]:
-    """Render every image; returns ``(written, skipped, failed)`` image counts.
+    scale: float = 2.0,
+) -> Tuple[int, int, int, int]:
+    """Render every image; returns ``(written, skipped, failed)`` image counts and the figure files written.
 
     ``provenance`` (e.g. ``{"model": ..., "checkpoint": ...}``) is recorded in
-    every file written, with the image and block (see :func:`_render_one`).
+    every file written, with the image and block; PNG panels are ``scale``
+    times the model input's height (see :func:`_render_one`).
 
     Unreadable files are skipped (logged by name); an image whose forward or
     figure fails counts as failed (logged by name); both make the command exit
@@ -245,16 +277,18 @@ def run(
         raise ValueError(f"fmt={fmt!r}; choose one of {FORMATS}")
     if num_repr < 1:
         raise ValueError(f"num_repr={num_repr}: need at least 1 representative")
+    if not 0.25 <= scale <= 8:
+        raise ValueError(f"scale={scale}: expected 0.25 to 8 (times the model input's height)")
     targets = select_blocks(model, blocks, figure)
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
-    written = skipped = failed = 0
+    written = skipped = failed = figures = 0
     names = _stems(paths)
     bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="glmix-viz")
     queue: List[Tuple[str, Path, torch.Tensor, np.ndarray]] = []
 
     def flush() -> None:
-        nonlocal written, failed
+        nonlocal written, failed, figures
         if not queue:
             return
         x = torch.stack([q[2] for q in queue]).to(device)
@@ -270,10 +304,10 @@ def run(
         batch_maps = {rec.ordinal: rec.dispatch_maps().cpu().numpy() for rec in cap.records}
         for i, (name, path, _, view) in enumerate(queue):
             try:
-                _render_one(
+                figures += _render_one(
                     name, view, {o: m[i] for o, m in batch_maps.items()}, cap.records, i, out=out,
                     figure=figure, fmt=fmt, num_repr=num_repr, seed=seed, save_maps=save_maps,
-                    provenance=dict(provenance or {}),
+                    provenance=dict(provenance or {}), scale=scale,
                 )
                 written += 1
             except (ValueError, RuntimeError, OSError) as err:
@@ -299,4 +333,4 @@ def run(
         raise RunInterrupted(written, len(paths)) from None
     finally:
         bar.close()
-    return written, skipped, failed
+    return written, skipped, failed, figures

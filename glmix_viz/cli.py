@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-repr", type=int, default=4, metavar="K",
                    help="representative slots per block (k-medoids on the dispatch maps)")
     p.add_argument("--format", choices=FORMATS, default="png", help="output format (pdf via matplotlib)")
+    p.add_argument("--scale", type=float, default=2.0,
+                   help="PNG size: panels this many times the model input's height (0.25 to 8)")
     p.add_argument("--model", default=None,
                    help=f"model name ({', '.join(OFFICIAL_MODELS)}, glnet_demo); its weights must be in the torch "
                    f"hub cache or given by --checkpoint (default: {DEFAULT_MODEL} if its weights are in the hub "
@@ -105,6 +107,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.num_repr < 1:
         parser.error(f"--num-repr must be at least 1, got {args.num_repr}")
+    if not 0.25 <= args.scale <= 8:
+        parser.error(f"--scale must be between 0.25 and 8, got {args.scale}")
     from ._cli_run import build_model, device_from_flag, run, select_blocks  # torch, timm, matplotlib: only now
     from .images import Preprocess, expand_image_paths
 
@@ -126,11 +130,12 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         print(f"glmix-viz: error: {err}", file=sys.stderr)
         return 2
     try:
-        written, skipped, failed = run(
+        written, skipped, failed, figures = run(
             paths, model=model, blocks=blocks or None, out=args.out, config=config, device=device,
             batch_size=args.batch_size, seed=args.seed, save_maps=args.save_maps,
             progress=not args.quiet and sys.stderr.isatty(), figure=args.figure, fmt=args.format,
             num_repr=args.num_repr, provenance={"model": source.weights.model, "checkpoint": source.weights.label},
+            scale=args.scale,
         )
     except RunInterrupted as stop:
         print(f"glmix-viz: interrupted after {stop.done} of {stop.total} images; the files written are complete "
@@ -138,7 +143,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         return 130
     skipped += len(unmatched)
     (_logger.warning if skipped or failed else _logger.info)(
-        "%d written, %d skipped, %d failed -> %s", written, skipped, failed, args.out
+        "%d figure%s written for %d image%s (%d skipped, %d failed) -> %s", figures, "s" * (figures != 1),
+        written, "s" * (written != 1), skipped, failed, args.out,
     )
     return 1 if skipped or failed else 0
 

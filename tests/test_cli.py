@@ -46,7 +46,7 @@ def test_cli_end_to_end(images, tiny_ckpt, tmp_path, caplog):
     assert names == sorted(expected)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
     fig4 = np.asarray(Image.open(out / "a_b02_fig4.png"))
-    assert fig4.shape[0] == 96 and fig4.shape[2] == 3
+    assert 2 * 96 < fig4.shape[0] < 2 * 96 + 80 and fig4.shape[2] == 3  # --scale 2 panels, caption and title lines
 
     # --save-maps holds exactly what the capture API gives
     import timm
@@ -66,10 +66,11 @@ def test_cli_end_to_end(images, tiny_ckpt, tmp_path, caplog):
     for b in (2, 4):
         expected = select_representatives(cap[b].dispatch_maps()[0].numpy(), 4, seed=0)
         np.testing.assert_array_equal(saved[f"b{b:02d}_representatives"], expected)
-    # the PNG is exactly render_fig4 of the saved arrays
-    np.testing.assert_array_equal(
-        fig4, render_fig4(saved["image"], saved["b02_dispatch"], saved["b02_representatives"])
-    )
+    # the PNG is exactly render_fig4 of the saved arrays, captioned and titled, at twice the input's height
+    title = f"a | test_glnet ({tiny_ckpt}) | block 2 (stages.1.blocks.0)"
+    np.testing.assert_array_equal(fig4, render_fig4(saved["image"], saved["b02_dispatch"],
+                                                    saved["b02_representatives"], captions=True, title=title,
+                                                    height=192, font_size=16))
 
 
 def test_cli_all_clean_images_exit_zero(tmp_path, tiny_ckpt):
@@ -128,12 +129,17 @@ def test_cli_depths_default_blocks(one_image, tiny_ckpt, tmp_path):
     # test_glnet has 4 GLMix blocks: default_depth_blocks(4) = [1, 2, 4]
     assert [b.split(":")[0] for b in saved["blocks"]] == ["1", "2", "4"]
     fig = np.asarray(Image.open(out / "one_depths.png"))
-    assert fig.shape[0] == 3 * 96 + 2 * 8  # three labelled rows of 96 px, 8 px apart
-    from glmix_viz.figures import render_depths
+    from glmix_viz.figures import render_depths, render_label
 
+    # three labelled rows of 2 x 96 px (--scale 2), 8 px apart, captions over the first, a title over all
+    title = (f"one | test_glnet ({tiny_ckpt}) | blocks 1 (stages.0.blocks.0), 2 (stages.1.blocks.0), "
+             "4 (stages.2.blocks.1)")
+    lines = render_label(title, size=18).shape[0] + 8 + render_label("input", size=16).shape[0]
+    assert fig.shape[0] == lines + 3 * 192 + 2 * 8
     expected = render_depths(
         saved["image"], [saved[f"b{b:02d}_dispatch"] for b in (1, 2, 4)],
         [saved[f"b{b:02d}_representatives"] for b in (1, 2, 4)], ["block 1", "block 2", "block 4"],
+        captions=True, title=title, height=192, font_size=16,
     )
     np.testing.assert_array_equal(fig, expected)
 
@@ -166,7 +172,16 @@ def test_cli_hard_png_is_the_hard_grouping(one_image, tiny_ckpt, tmp_path):
                      "--out", str(out), *_tiny_argv(tiny_ckpt)]) == 0
     saved = np.load(out / "one.npz")
     png = np.asarray(Image.open(out / "one_b02_groups.png"))
-    np.testing.assert_array_equal(png, render_hard_grouping(saved["image"], saved["b02_dispatch"], seed=3))
+    groups = render_hard_grouping(saved["image"], saved["b02_dispatch"], seed=3)
+    # the grouping, enlarged by --scale 2 (nearest: each pixel a 2 x 2 block), right of the input, under its caption
+    from glmix_viz.figures import render_label
+
+    enlarged = groups.repeat(2, axis=0).repeat(2, axis=1)
+    h, w = enlarged.shape[:2]
+    caption = render_label(f"each pixel's most likely of {saved['b02_dispatch'].shape[0]} slots", size=16)
+    column = max(caption.shape[1], w)
+    x0 = max(render_label("input", size=16).shape[1], w) + 8 + (column - w) // 2
+    np.testing.assert_array_equal(png[-h:, x0 : x0 + w], enlarged)
 
 
 def test_cli_num_repr_and_seed(one_image, tiny_ckpt, tmp_path):
@@ -211,7 +226,7 @@ def test_cli_figure_failure_counts_as_failed(images, tiny_ckpt, tmp_path, monkey
     assert code == 1
     assert "a.jpg: boom" in caplog.text  # the failing image, by name
     assert "broken.jpg" in caplog.text
-    assert "1 written, 1 skipped, 1 failed" in caplog.text  # the summary, shown even with -q
+    assert "1 figure written for 1 image (1 skipped, 1 failed)" in caplog.text  # the summary, shown even with -q
     assert [p.name for p in out.iterdir()] == ["b_b04_fig4.png"]
 
 
@@ -324,3 +339,25 @@ def test_importing_the_package_still_registers_the_models_with_timm():
                            "glmix_viz.GLNet.__name__, 'timm' in sys.modules)"], capture_output=True, text=True,
                           timeout=300, check=True)
     assert proc.stdout.split() == ["False", "GLNet", "True"]  # light import; a name loads the models on use
+
+
+def test_cli_scale_and_hard_figure_with_input(one_image, tiny_ckpt, tmp_path, caplog):
+    """--scale sets the PNG panels' height; --figure hard shows the input beside the grouping; the summary
+    counts figures, not only images."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "o"
+    assert cli.main([str(one_image), *_tiny_argv(tiny_ckpt), "--block", "2,4", "--scale", "1", "--out", str(out)]) == 0
+    small = np.asarray(Image.open(out / "one_b02_fig4.png"))
+    assert "2 figures written for 1 image" in caplog.text
+    assert cli.main([str(one_image), *_tiny_argv(tiny_ckpt), "--block", "2", "--scale", "3", "--out", str(out)]) == 0
+    big = np.asarray(Image.open(out / "one_b02_fig4.png"))
+    assert 96 < small.shape[0] < 96 + 60 and 288 < big.shape[0] < 288 + 100  # panels 1x and 3x the 96-row input
+    assert cli.main([str(one_image), *_tiny_argv(tiny_ckpt), "--block", "2", "--figure", "hard", "--scale", "1",
+                     "--out", str(out)]) == 0
+    hard = np.asarray(Image.open(out / "one_b02_groups.png"))
+    x, view = preprocess(load_image(one_image), Preprocess(input_size=96))
+    top = hard.shape[0] - view.shape[0]
+    np.testing.assert_array_equal(hard[top:, : view.shape[1]], view)  # the input, left, under its caption
+    assert hard.shape[1] > 2 * view.shape[1]

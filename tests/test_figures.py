@@ -7,14 +7,18 @@ import numpy as np
 import pytest
 
 from glmix_viz.figures import (
+    RELEASE_COLORS,
+    REPRESENTATIVE_COLORS,
     array_figure,
     blend_heatmap,
     checkpoints_figure,
     colormap_lut,
     default_depth_blocks,
     depths_figure,
+    fig4_captions,
     fig4_figure,
     fig4_panels,
+    render_captioned,
     render_checkpoints,
     render_depths,
     render_fig4,
@@ -25,7 +29,8 @@ from glmix_viz.figures import (
     representative_colors,
 )
 
-RED, ORANGE, BROWN, PINK = [255, 0, 0], [255, 165, 0], [165, 42, 42], [255, 20, 147]
+RED, CYAN, MAGENTA, BLACK = [255, 0, 0], [0, 255, 255], [255, 0, 255], [0, 0, 0]  # REPRESENTATIVE_COLORS
+RELEASE_RGB = [[255, 0, 0], [255, 165, 0], [165, 42, 42], [255, 20, 147]]  # red, orange, brown, deeppink
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +58,11 @@ def test_default_depth_blocks_rejects(bad):
         default_depth_blocks(bad)
 
 
-def test_representative_colors_start_with_the_releases():
-    np.testing.assert_array_equal(representative_colors(4), [RED, ORANGE, BROWN, PINK])
+def test_representative_colors_default_and_release():
+    np.testing.assert_array_equal(representative_colors(4), [RED, CYAN, MAGENTA, BLACK])
+    image, maps = _fig4_inputs()
+    release = render_representatives(image, maps, [5, 0, 3, 1], colors=RELEASE_COLORS, cols=4, tile_height=10)
+    np.testing.assert_array_equal([release[2, 2 + 17 * i] for i in range(4)], RELEASE_RGB)  # the paper's look
     six = representative_colors(6)
     assert six.shape == (6, 3) and six.dtype == np.uint8
     assert len({tuple(c) for c in six}) == 6
@@ -112,17 +120,17 @@ def test_render_fig4_layout_non_square():
     lut = colormap_lut("viridis")
     # tile of slot 3 (row 0, col 3): value 3/15 on the image-wide range [0, 1]
     np.testing.assert_array_equal(grid[2 + 3, 2 + 3 * 12 + 5], lut[int(3 / 15 * 255 + 0.5)])
-    # slot 5 (row 1, col 1) and 9 (row 2, col 1) are outlined red and orange (2 px frame)
+    # slot 5 (row 1, col 1) and 9 (row 2, col 1) are outlined red and cyan (2 px frame)
     np.testing.assert_array_equal(grid[2 + 9, 2 + 12], RED)
-    np.testing.assert_array_equal(grid[2 + 2 * 9 + 6, 2 + 12 + 9], ORANGE)
+    np.testing.assert_array_equal(grid[2 + 2 * 9 + 6, 2 + 12 + 9], CYAN)
     assert (grid[2 + 9 + 3, 2 + 12 + 3] != RED).any()  # interior is the map
     reps_panel = out[:, 126:]
     tile = reps_panel[2 : 2 + 17, 2 : 2 + 26]  # slot 5, outlined red (3 px)
     np.testing.assert_array_equal(tile[0, 0], RED)
     np.testing.assert_array_equal(tile[8, 5], [200, 100, 50])  # left half: the image
     np.testing.assert_array_equal(tile[8, 20], [0, 0, 0])  # right half: the dark backdrop
-    np.testing.assert_array_equal(reps_panel[2 + 19, 2], BROWN)  # third: second row, first column
-    np.testing.assert_array_equal(reps_panel[-3, -3], PINK)  # fourth, bottom right
+    np.testing.assert_array_equal(reps_panel[2 + 19, 2], MAGENTA)  # third: second row, first column
+    np.testing.assert_array_equal(reps_panel[-3, -3], BLACK)  # fourth, bottom right
 
 
 def test_render_fig4_tall_image_keeps_aspect():
@@ -252,3 +260,60 @@ def test_matplotlib_figures_titles_and_pdf():
     buf = io.BytesIO()
     array_figure(image, title="x").savefig(buf, format="pdf")
     assert buf.getvalue().startswith(b"%PDF")
+
+
+# Machado, Oliveira & Fernandes (2009), severity 1, on linear RGB: simulated protanopia, deuteranopia, tritanopia
+_CVD = {
+    "normal": np.eye(3),
+    "protan": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+    "deutan": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    "tritan": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+}
+
+
+def _worst_distances(rgb: np.ndarray):
+    """Smallest CIEDE2000 between two outline colours, and between an outline colour and viridis, over all visions."""
+    from matplotlib import colormaps
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    def seen(c, m):
+        lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4) @ np.asarray(m).T
+        lin = np.clip(lin, 0, 1)
+        return rgb2lab(np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)[None])[0]
+
+    viridis = colormaps["viridis"](np.linspace(0, 1, 33))[:, :3]
+    pair = backdrop = np.inf
+    for m in _CVD.values():
+        lab, vir = seen(rgb / 255.0, m), seen(viridis, m)
+        for i in range(len(lab)):
+            backdrop = min(backdrop, deltaE_ciede2000(np.repeat(lab[i : i + 1], len(vir), 0), vir).min())
+            for j in range(i + 1, len(lab)):
+                pair = min(pair, float(deltaE_ciede2000(lab[i], lab[j])))
+    return pair, backdrop
+
+
+def test_outline_colours_stay_apart_for_colour_blind_readers_and_on_viridis():
+    pair, backdrop = _worst_distances(representative_colors(4).astype(float))
+    assert pair > 20 and backdrop > 10, (pair, backdrop)  # distinct to every reader, against every map colour
+    release_pair, release_backdrop = _worst_distances(np.asarray(RELEASE_RGB, float))
+    assert release_pair < 15 and release_backdrop < 5  # the release's: orange on viridis' yellow, red ~ brown
+
+
+def test_captions_and_title_sit_over_the_unchanged_panels():
+    image, maps = _fig4_inputs()
+    reps = [5, 9, 12, 14]
+    panels = fig4_panels(image, maps, reps)
+    out = render_fig4(image, maps, reps, captions=True, title="img | model | block 3 (stages.1.blocks.0)")
+    assert fig4_captions(16, 4) == ("input", "16 dispatch maps", "4 representatives")
+    title_h = render_label("img | model | block 3 (stages.1.blocks.0)", size=16).shape[0]
+    caption_h = render_label("input", size=14).shape[0]
+    top = title_h + 8 // 2 + caption_h  # title, half a gap, caption line
+    np.testing.assert_array_equal(out[top : top + image.shape[0], : image.shape[1]], panels[0])
+    assert (out[:title_h] < 128).any() and (out[title_h + 4 : top] < 128).any()  # dark text in both lines
+    assert out.shape[0] == top + max(p.shape[0] for p in panels)
+    bare = render_captioned(list(panels), ["", "", ""])
+    assert bare.shape[1] == sum(p.shape[1] for p in panels) + 2 * 8  # the panels side by side, 8 px apart
+    row = render_captioned(list(panels), list(fig4_captions(16, 4)))  # captions wider than a panel widen it
+    title_w = render_label("img | model | block 3 (stages.1.blocks.0)", size=16).shape[1]
+    assert out.shape[1] == max(row.shape[1], title_w) and row.shape[1] >= bare.shape[1]
+    np.testing.assert_array_equal(out[title_h + 4 :, : row.shape[1]], row)

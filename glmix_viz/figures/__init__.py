@@ -1,13 +1,16 @@
 """Figures of slots: functions take arrays and return uint8 images or matplotlib Figures."""
 from .paper import (
     RELEASE_COLORS,
+    REPRESENTATIVE_COLORS,
     array_figure,
     blend_heatmap,
     checkpoints_figure,
     default_depth_blocks,
     depths_figure,
+    fig4_captions,
     fig4_figure,
     fig4_panels,
+    render_captioned,
     render_checkpoints,
     render_depths,
     render_fig4,
@@ -20,6 +23,9 @@ from .slots import colormap_lut, render_hard_grouping, render_slot_grid, slot_pa
 
 __all__ = [
     "RELEASE_COLORS",
+    "REPRESENTATIVE_COLORS",
+    "fig4_captions",
+    "render_captioned",
     "array_figure",
     "blend_heatmap",
     "checkpoints_figure",

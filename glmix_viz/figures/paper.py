@@ -27,6 +27,9 @@ from .slots import colormap_lut, render_slot_grid, slot_palette
 
 __all__ = [
     "RELEASE_COLORS",
+    "REPRESENTATIVE_COLORS",
+    "fig4_captions",
+    "render_captioned",
     "array_figure",
     "blend_heatmap",
     "checkpoints_figure",
@@ -44,7 +47,13 @@ __all__ = [
 ]
 
 RELEASE_COLORS = ("red", "orange", "brown", "deeppink")
-"""Outline colours of the release's four representatives."""
+"""Outline colours of the release's four representatives (orange, brown and red run together for
+colour-blind readers and orange against viridis' yellow: pass ``colors=RELEASE_COLORS`` for the paper's look)."""
+
+REPRESENTATIVE_COLORS = ("red", "cyan", "magenta", "black")
+"""Default outline colours: of the Okabe-Ito and primary colours, the four whose CIEDE2000 distances, to each
+other and to every viridis colour, stay largest under normal vision and simulated protanopia, deuteranopia
+and tritanopia (tests/test_figures.py measures them)."""
 
 WHITE = 255
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -177,14 +186,14 @@ def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
 
 
 def representative_colors(k: int) -> np.ndarray:
-    """Outline colours for ``k`` representatives: the release's four, then distinct hues.
+    """Outline colours for ``k`` representatives: :data:`REPRESENTATIVE_COLORS`, then distinct hues.
 
     Shape:
         ``(k, 3)`` uint8.
     """
     import matplotlib.colors as mcolors
 
-    base = (np.array([mcolors.to_rgb(c) for c in RELEASE_COLORS]) * 255 + 0.5).astype(np.uint8)
+    base = (np.array([mcolors.to_rgb(c) for c in REPRESENTATIVE_COLORS]) * 255 + 0.5).astype(np.uint8)
     if k <= len(base):
         return base[:k].copy()
     return np.concatenate([base, slot_palette(k - len(base), 3)], axis=0)
@@ -389,12 +398,42 @@ def fig4_panels(
     return view, grid, blends
 
 
+def render_captioned(
+    panels: Sequence[Optional[np.ndarray]], captions: Sequence[str], *, title: Optional[str] = None, gap: int = 8,
+    font_size: int = 14,
+) -> np.ndarray:
+    """Panels side by side, each under its caption, with an optional title line over them all.
+
+    Args:
+        panels: uint8 ``(h, w, 3)`` arrays (``None`` entries are left out, with their caption).
+        captions: one per panel.
+        title: a line above everything (e.g. image, model and block).
+
+    Returns:
+        uint8 ``(H, W, 3)`` on white.
+    """
+    pairs = [(p, c) for p, c in zip(panels, captions) if p is not None]
+    columns = [_stack([render_label(c, size=font_size), p], axis=0, gap=0, align="center") for p, c in pairs]
+    row = _stack(columns, axis=1, gap=gap, align="start")
+    if not title:
+        return row
+    return _stack([render_label(title, size=font_size + 2), row], axis=0, gap=gap // 2)
+
+
+def fig4_captions(num_slots: int, num_representatives: int) -> Tuple[str, str, str]:
+    """The panel captions of Fig. 4: ``("input", "64 dispatch maps", "4 representatives")``."""
+    return ("input", f"{num_slots} dispatch maps", f"{num_representatives} representatives")
+
+
 def render_fig4(
     image: ArrayLike,
     maps: ArrayLike,
     representatives: Sequence[int],
     *,
     gap: int = 8,
+    captions: bool = False,
+    title: Optional[str] = None,
+    font_size: int = 14,
     **panel_kw,
 ) -> np.ndarray:
     """The paper's Fig. 4 for one image and block, as one uint8 array.
@@ -406,13 +445,20 @@ def render_fig4(
         maps: ``(K, H, W)`` dispatch maps of that image (``SlotRecord.dispatch_maps()[i]``).
         representatives: slot indices to outline, e.g. ``select_representatives(maps)``.
         gap: white pixels between panels.
+        captions: a caption over each panel (:func:`fig4_captions`).
+        title: a line over the figure; ``font_size``: of the captions (the title is 2 px larger).
         **panel_kw: ``colors``, ``height``, ``cols``, ``pad``, ``cmap``,
             ``heat_cmap``, ``normalize`` (see :func:`fig4_panels`).
 
     Returns:
-        uint8 ``(height, width, 3)``; the height is the image's (or ``height``).
+        uint8 ``(height, width, 3)``; the height is the image's (or ``height``), plus
+        the caption and title lines.
     """
-    return _stack(fig4_panels(image, maps, representatives, **panel_kw), axis=1, gap=gap, align="center")
+    panels = fig4_panels(image, maps, representatives, **panel_kw)
+    if not captions and not title:
+        return _stack(panels, axis=1, gap=gap, align="center")
+    names = fig4_captions(_as_maps(maps).shape[0], len(representatives)) if captions else ("", "", "")
+    return render_captioned(panels, names, title=title, gap=gap, font_size=font_size)
 
 
 def _check_series(maps_list: Sequence, representatives_list: Sequence, labels: Sequence, what: str) -> None:
@@ -434,6 +480,8 @@ def render_depths(
     *,
     gap: int = 8,
     font_size: int = 14,
+    captions: bool = False,
+    title: Optional[str] = None,
     **panel_kw,
 ) -> np.ndarray:
     """The paper's Fig. 5: one image, one Fig. 4 row per block, each row labelled on the left.
@@ -445,22 +493,26 @@ def render_depths(
         labels: one label per row, e.g. ``"block 5"``.
         gap: white pixels between panels and rows.
         font_size: label size in pixels.
+        captions: panel captions over the first row (:func:`fig4_captions`).
+        title: a line over the figure.
         **panel_kw: see :func:`fig4_panels`.
 
     Returns:
-        uint8 ``(rows * (height + gap) - gap, width, 3)``.
+        uint8 ``(rows * (height + gap) - gap, width, 3)``, plus the caption and title lines.
     """
     _check_series(maps_list, representatives_list, labels, "block")
     texts = [render_label(str(t), size=font_size) for t in labels]
     label_w = max(t.shape[1] for t in texts)
     rows = []
-    for maps, reps, text in zip(maps_list, representatives_list, texts):
-        row = render_fig4(image, maps, reps, gap=gap, **panel_kw)
+    for i, (maps, reps, text) in enumerate(zip(maps_list, representatives_list, texts)):
+        row = render_fig4(image, maps, reps, gap=gap, captions=captions and i == 0, font_size=font_size, **panel_kw)
         column = np.full((row.shape[0], label_w, 3), WHITE, np.uint8)
         y = max(0, (row.shape[0] - text.shape[0]) // 2)
         th = min(text.shape[0], row.shape[0])
         column[y : y + th, : text.shape[1]] = text[:th]
         rows.append(_stack([column, row], axis=1, gap=gap // 2))
+    if title:
+        rows.insert(0, render_label(title, size=font_size + 2))
     return _stack(rows, axis=0, gap=gap)
 
 
