@@ -27,6 +27,8 @@ _LAZY = {
     "OFFICIAL_MODELS": ".models",
     "default_checkpoint_path": ".models",
     "load_checkpoint": ".models",
+    "load_demo_model": ".models",
+    "DEMO_IMAGE": "._names",
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -19,10 +19,10 @@ from .analysis import select_representatives
 from .capture import SlotCapture, resolve_blocks
 from .figures import (
     array_figure,
-    render_captioned,
     default_depth_blocks,
     depths_figure,
     fig4_figure,
+    render_captioned,
     render_depths,
     render_fig4,
     render_hard_grouping,

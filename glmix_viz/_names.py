@@ -1,7 +1,9 @@
 """Names the command-line tools need before any model is built (importing this loads neither torch nor timm)."""
 from __future__ import annotations
 
-__all__ = ["MODEL_CARD_URL", "OFFICIAL_MODELS", "DEMO_MODEL", "DEFAULT_MODEL", "FIGURES", "FORMATS"]
+from pathlib import Path
+
+__all__ = ["MODEL_CARD_URL", "OFFICIAL_MODELS", "DEMO_MODEL", "DEFAULT_MODEL", "FIGURES", "FORMATS", "DEMO_IMAGE"]
 
 MODEL_CARD_URL = "https://github.com/rayleizhu/GLMix#model-zoo"
 OFFICIAL_MODELS = (
@@ -17,3 +19,4 @@ DEMO_MODEL = "glnet_demo"
 DEFAULT_MODEL = "glnet_stl"  # glmix-viz without --model: this one if its weights are in the hub cache
 FIGURES = ("fig4", "depths", "hard")  # glmix-viz --figure
 FORMATS = ("png", "pdf")  # glmix-viz --format
+DEMO_IMAGE = Path(__file__).resolve().parent / "data" / "demo_cat.jpg"  # the bundled photo (glmix-viz --demo)

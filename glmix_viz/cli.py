@@ -29,11 +29,10 @@ from typing import Optional, Sequence
 
 from . import __version__
 from ._clihelp import HelpFormatter
-from ._names import DEFAULT_MODEL, FIGURES, FORMATS, OFFICIAL_MODELS
+from ._names import DEFAULT_MODEL, DEMO_IMAGE, FIGURES, FORMATS, OFFICIAL_MODELS
 from .fileio import RunInterrupted, check_output_dir
 
 _logger = logging.getLogger("glmix_viz")
-DEMO_IMAGE = Path(__file__).parent / "data" / "demo_cat.jpg"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -59,6 +59,7 @@ def test_default_depth_blocks_rejects(bad):
 
 
 def test_representative_colors_default_and_release():
+    assert REPRESENTATIVE_COLORS == ("red", "cyan", "magenta", "black")
     np.testing.assert_array_equal(representative_colors(4), [RED, CYAN, MAGENTA, BLACK])
     image, maps = _fig4_inputs()
     release = render_representatives(image, maps, [5, 0, 3, 1], colors=RELEASE_COLORS, cols=4, tile_height=10)

@@ -12,7 +12,12 @@ from glmix_viz.images import normalize
 from wsss import pipeline
 from wsss.evidence import ClassHead, EvidenceConfig
 from wsss.regions import (
-    RegionParams, class_regions, model_input_side, region_probabilities, relabel, relabel_regions,
+    RegionParams,
+    class_regions,
+    model_input_side,
+    region_probabilities,
+    relabel,
+    relabel_regions,
 )
 
 

@@ -9,6 +9,7 @@ from ._checkpoint import (
     read_checkpoint,
     unwrap_state_dict,
 )
+from .demo import DEMO_MODEL, DEMO_WEIGHTS, load_demo_model
 from .glnet import (
     MIXING_MODES,
     GLMixBlock,
@@ -35,4 +36,7 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint",
     "unwrap_state_dict",
+    "DEMO_MODEL",
+    "DEMO_WEIGHTS",
+    "load_demo_model",
 ]
