@@ -51,3 +51,24 @@ def _seeded():
     """Each test starts from the same random state, whatever ran before it."""
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+def interrupt_after_first_output(cmd, out: Path, *, timeout: float = 300.0):
+    """Run ``cmd``, send it SIGINT once a finished PNG is in ``out`` (not an atomic write's temporary one).
+
+    Returns:
+        ``(return code, stderr)``.
+    """
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline and not [
+        p for p in out.glob("*.png") if not p.name.startswith(".")
+    ]:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err

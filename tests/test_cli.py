@@ -13,7 +13,7 @@ from glmix_viz.figures import render_fig4
 from glmix_viz.images import Preprocess, load_image, preprocess
 from glmix_viz.untrusted import load_npz
 
-from .conftest import load_fixture
+from .conftest import interrupt_after_first_output, load_fixture
 
 
 @pytest.fixture
@@ -283,10 +283,7 @@ def test_cli_refuses_images_smaller_than_the_stride(tmp_path, tiny_ckpt, caplog)
 @pytest.mark.slow
 def test_cli_ctrl_c_stops_cleanly(tmp_path, tiny_ckpt):
     """SIGINT mid-run: one line, exit 130, no traceback, every file written is complete, no temporary file."""
-    import signal
-    import subprocess
     import sys
-    import time
 
     folder = tmp_path / "many"
     folder.mkdir()
@@ -294,15 +291,9 @@ def test_cli_ctrl_c_stops_cleanly(tmp_path, tiny_ckpt):
     for i in range(60):
         Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(folder / f"img{i:02d}.png")
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "glmix_viz.cli", str(folder), *_tiny_argv(tiny_ckpt),
-                             "--batch-size", "1", "--out", str(out)], stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not [p for p in out.glob("*.png") if not p.name.startswith(".")] and time.time() < deadline \
-            and proc.poll() is None:  # a finished file, not an atomic write's temporary one
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    code, err = interrupt_after_first_output([sys.executable, "-m", "glmix_viz.cli", str(folder),
+                                              *_tiny_argv(tiny_ckpt), "--batch-size", "1", "--out", str(out)], out)
+    assert code == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("glmix-viz: interrupted after ")
     written = sorted(out.glob("*.png"))
     assert 0 < len(written) < 60 and not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -286,19 +286,11 @@ def test_bad_out_and_thresholds_are_refused_before_work(reference, tiny_voc, tin
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_rerun_completes(reference, tiny_voc, tiny_ckpt, tmp_path):
     """SIGINT to a running pseudo-labels: one line, exit 130, no traceback, no partial file; the rerun resumes."""
-    import signal
-    import time
+    from .conftest import interrupt_after_first_output
 
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "wsss.cli", *args(tiny_voc, tiny_ckpt, out)],
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not [p for p in out.glob("*.png") if not p.name.startswith(".")] and time.time() < deadline \
-            and proc.poll() is None:  # a finished file, not an atomic write's temporary one
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    code, err = interrupt_after_first_output([sys.executable, "-m", "wsss.cli", *args(tiny_voc, tiny_ckpt, out)], out)
+    assert code == 130, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].endswith("images; rerun the same command to resume")
     assert 0 < len(list(out.glob("*.png"))) < 5 and not [p for p in out.iterdir() if p.name.startswith(".")]

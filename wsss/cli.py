@@ -201,25 +201,16 @@ def _parser(wanted: Optional[Set[str]] = None) -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    g = sub.add_parser("make-emojivoc", help="generate EmojiVOC (VOC classes as emoji, exact masks, VOC layout)",
-                       formatter_class=HelpFormatter, epilog=_EXAMPLES["make-emojivoc"])
-    if wanted is None or "make-emojivoc" in wanted:
-        _make_emojivoc_args(g)
-
-    t = sub.add_parser("train", help="image-level multi-label training of a GLNet on a VOC-format dataset",
-                       formatter_class=HelpFormatter, epilog=_EXAMPLES["train"])
-    if wanted is None or "train" in wanted:
-        _train_args(t)
-
-    pl = sub.add_parser("pseudo-labels", help="pseudo-masks of a split from image-level labels (palette PNGs)",
-                        formatter_class=HelpFormatter, epilog=_EXAMPLES["pseudo-labels"])
-    if wanted is None or "pseudo-labels" in wanted:
-        _pseudo_labels_args(pl)
-
-    sc = sub.add_parser("score", help="mIoU of predicted masks against a split's ground truth",
-                        formatter_class=HelpFormatter, epilog=_EXAMPLES["score"])
-    if wanted is None or "score" in wanted:
-        _score_args(sc)
+    commands = (
+        ("make-emojivoc", "generate EmojiVOC (VOC classes as emoji, exact masks, VOC layout)", _make_emojivoc_args),
+        ("train", "image-level multi-label training of a GLNet on a VOC-format dataset", _train_args),
+        ("pseudo-labels", "pseudo-masks of a split from image-level labels (palette PNGs)", _pseudo_labels_args),
+        ("score", "mIoU of predicted masks against a split's ground truth", _score_args),
+    )
+    for name, text, add_options in commands:
+        command = sub.add_parser(name, help=text, formatter_class=HelpFormatter, epilog=_EXAMPLES[name])
+        if wanted is None or name in wanted:
+            add_options(command)
     return p
 
 
