@@ -24,7 +24,6 @@ import io
 import logging
 import math
 import statistics
-import sys
 import time
 from copy import deepcopy
 from pathlib import Path
@@ -33,13 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glmix_viz.analysis import select_representatives  # noqa: E402
-from glmix_viz.capture import SlotCapture  # noqa: E402
-from glmix_viz.figures import render_fig4  # noqa: E402
-from glmix_viz.images import Preprocess, load_image, preprocess  # noqa: E402
-from glmix_viz.models.demo import load_demo_model  # noqa: E402
+from glmix_viz.analysis import select_representatives
+from glmix_viz.capture import SlotCapture
+from glmix_viz.figures import render_fig4
+from glmix_viz.images import Preprocess, load_image, preprocess
+from glmix_viz.models.demo import load_demo_model
 
 _logger = logging.getLogger("bench_figures")
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "glmix_viz" / "data" / "demo_cat.jpg"

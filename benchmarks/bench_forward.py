@@ -19,28 +19,27 @@ import time
 import types
 from pathlib import Path
 
+import timm
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import timm  # noqa: E402
-
-import glmix_viz  # noqa: E402,F401
-from glmix_viz.capture import SlotCapture  # noqa: E402
-from glmix_viz.models import _fused  # noqa: E402
+import glmix_viz  # noqa: F401
+from glmix_viz.capture import SlotCapture
+from glmix_viz.models import _fused
 
 
 def load_official(repo: Path, name: str) -> torch.nn.Module:
     """The release's model class, imported from a clone (nothing is registered with timm)."""
     path = repo / "models" / "glnet.py"
     if not path.is_file():
-        raise SystemExit(f"--official-repo {repo}: no models/glnet.py there; clone github.com/rayleizhu/GLMix")
+        raise SystemExit(f"--official-repo {repo}: no models/glnet.py there; "
+                         "clone github.com/rayleizhu/GLMix")
     if "fairscale" not in sys.modules:  # only its checkpoint wrapper is imported, unused at inference
         fs = types.ModuleType("fairscale")
         fs.nn = types.ModuleType("fairscale.nn")
         fs.nn.checkpoint = types.ModuleType("fairscale.nn.checkpoint")
         fs.nn.checkpoint.checkpoint_wrapper = lambda m, *a, **k: m
-        sys.modules.update({"fairscale": fs, "fairscale.nn": fs.nn, "fairscale.nn.checkpoint": fs.nn.checkpoint})
+        sys.modules.update({"fairscale": fs, "fairscale.nn": fs.nn,
+                            "fairscale.nn.checkpoint": fs.nn.checkpoint})
     import timm.models
 
     register = timm.models.register_model

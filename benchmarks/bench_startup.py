@@ -29,7 +29,8 @@ def commands(out: Path) -> dict:
         "glmix-viz --help": [*py, "-m", "glmix_viz.cli", "--help"],
         "glmix-wsss --help": [*py, "-m", "wsss.cli", "--help"],
         "glmix-wsss pseudo-labels --help": [*py, "-m", "wsss.cli", "pseudo-labels", "--help"],
-        "import glmix_viz, timm (registered)": [*py, "-c", "import glmix_viz, timm; timm.create_model('test_glnet')"],
+        "import glmix_viz, timm (registered)": [*py, "-c",
+                                                "import glmix_viz, timm; timm.create_model('test_glnet')"],
         "glmix-viz --demo (first figure)": [*py, "-m", "glmix_viz.cli", "--demo", "-q", "--out", str(out)],
     }
 
@@ -44,7 +45,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, cmd in cmds.items():
                 t0 = time.perf_counter()
-                subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
                 times.setdefault(name, []).append(time.perf_counter() - t0)
     base = statistics.median(times["python -c pass"])
     print(f"{'command':40s} {'median s':>9s} {'min s':>7s} {'x python':>9s}")

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import timm
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import timm  # noqa: E402
-
-import glmix_viz  # noqa: E402,F401
+import glmix_viz  # noqa: F401
 
 
 def main() -> None:

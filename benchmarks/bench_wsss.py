@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -28,22 +27,19 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import timm
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import timm  # noqa: E402
-
-import glmix_viz  # noqa: E402,F401
-from glmix_viz.capture import glmix_blocks  # noqa: E402
-from glmix_viz.images import load_image, normalize  # noqa: E402
-from glmix_viz.models import load_checkpoint  # noqa: E402
-from glmix_viz.models.demo import load_demo_model  # noqa: E402
-from wsss.emojivoc import make_emojivoc  # noqa: E402
-from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence  # noqa: E402
-from wsss.metrics import ConfusionAccumulator  # noqa: E402
-from wsss.pipeline import EvidenceLabeller, PseudoLabelConfig, pseudo_label_image  # noqa: E402
-from wsss.refine import (  # noqa: E402
+import glmix_viz  # noqa: F401
+from glmix_viz.capture import glmix_blocks
+from glmix_viz.images import load_image, normalize
+from glmix_viz.models import load_checkpoint
+from glmix_viz.models.demo import load_demo_model
+from wsss.emojivoc import make_emojivoc
+from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence
+from wsss.metrics import ConfusionAccumulator
+from wsss.pipeline import EvidenceLabeller, PseudoLabelConfig, pseudo_label_image
+from wsss.refine import (
     BackgroundParams,
     CRFParams,
     dense_crf,
@@ -52,8 +48,8 @@ from wsss.refine import (  # noqa: E402
     subtract_baseline,
     with_background,
 )
-from wsss.regions import RegionParams, relabel  # noqa: E402
-from wsss.voc import VOCLayout, read_mask  # noqa: E402
+from wsss.regions import RegionParams, relabel
+from wsss.voc import VOCLayout, read_mask
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 STITCHED_CAM = "cam of the default evidence (stitched)"
@@ -82,8 +78,8 @@ def _config(default: PseudoLabelConfig, spec, classifier: bool) -> PseudoLabelCo
     if spec is None:
         return replace(default, method="cam", slot_classifier=None)
     blocks, mix, sharpness, baseline = spec
-    return replace(default, evidence=replace(default.resolved_evidence, slot_blocks=tuple(blocks)), slot_mix=mix,
-                   slot_sharpness=sharpness, slot_baseline=baseline,
+    return replace(default, evidence=replace(default.resolved_evidence, slot_blocks=tuple(blocks)),
+                   slot_mix=mix, slot_sharpness=sharpness, slot_baseline=baseline,
                    slot_classifier=default.slot_classifier if classifier else None)
 
 
@@ -97,9 +93,11 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
         for mix in (0.5, 1.0):
             for sharpness in (1.0, 4.0, 16.0):
                 for baseline in (0.0, 0.5):
-                    variants[_variant_name(blocks, mix, sharpness, baseline)] = (blocks, mix, sharpness, baseline)
+                    variants[_variant_name(blocks, mix, sharpness, baseline)] = (blocks, mix, sharpness,
+                                                                                 baseline)
     default = PseudoLabelConfig()
-    spec = (default.resolved_evidence.slot_blocks, default.slot_mix, default.slot_sharpness, default.slot_baseline)
+    spec = (default.resolved_evidence.slot_blocks, default.slot_mix, default.slot_sharpness,
+            default.slot_baseline)
     default_key = _variant_name(*spec)
     variants.setdefault(default_key, spec)
     no_base = (*spec[:3], 0.0)
@@ -113,13 +111,15 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
         gt = read_mask(layout.mask(image_id))
         classes = [c + 1 for c in np.flatnonzero(labels[image_id])]
         x = normalize(image)
-        ev = compute_evidence(model, x, classes, head, replace(default.resolved_evidence, slot_blocks=all_blocks))
+        ev = compute_evidence(model, x, classes, head,
+                              replace(default.resolved_evidence, slot_blocks=all_blocks))
         cam_ev = compute_evidence(model, x, classes, head, EvidenceConfig())  # the standard protocol's CAM
         refined = {}
         for name, spec in variants.items():
             scores = _variant_scores(cam_ev if name == "cam" else ev, spec, refined)
             for t, acc in zip(THRESHOLDS, accs[name]):
-                acc.add(labels_from_scores(with_background(scores, BackgroundParams(threshold=float(t))), classes), gt)
+                acc.add(labels_from_scores(with_background(scores, BackgroundParams(threshold=float(t))),
+                                           classes), gt)
         kept.append((image, gt, classes, ev, cam_ev))
     i_def = int(np.argmin(np.abs(THRESHOLDS - default.background.threshold)))
     best_key = max((n for n in variants if n not in ("cam", STITCHED_CAM)),
@@ -127,10 +127,12 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
     # CRF rows: (variant, with the slot classifier); the last is the full default pipeline
     crf_rows = {"cam + crf": ("cam", False), "slots + crf (no classifier)": (default_key, False),
                 "slots + crf (base 0, no classifier)": (_variant_name(*no_base), False),
-                f"{best_key} + crf": (best_key, False), "slots + classifier + crf (default)": (default_key, True)}
+                f"{best_key} + crf": (best_key, False),
+                "slots + classifier + crf (default)": (default_key, True)}
     best_bg = {name: float(THRESHOLDS[int(np.nanargmax([a.summary()["miou"] for a in accs[name]]))])
                for name, _ in crf_rows.values()}
-    crf_accs = {row: {bg: ConfusionAccumulator() for bg in sorted({default.background.threshold, best_bg[name]})}
+    crf_accs = {row: {bg: ConfusionAccumulator()
+                      for bg in sorted({default.background.threshold, best_bg[name]})}
                 for row, (name, _) in crf_rows.items()}
     regions = "default + region relabelling (--region-relabel)"
     crf_accs[regions] = {default.background.threshold: ConfusionAccumulator()}
@@ -154,7 +156,8 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
         best = int(np.nanargmax(mious))
         rows[name] = mious[i_def]
         mark = "  <- default" if name == default_key else ""
-        print(f"  {name:40s} {100 * mious[i_def]:10.2f} {100 * mious[best]:10.2f} {THRESHOLDS[best]:6.2f}{mark}")
+        print(f"  {name:40s} {100 * mious[i_def]:10.2f} {100 * mious[best]:10.2f} "
+              f"{THRESHOLDS[best]:6.2f}{mark}")
     for row, by_bg in crf_accs.items():
         for bg, acc in by_bg.items():
             print(f"  {row:40s} {'':>10s} {100 * acc.summary()['miou']:10.2f} {bg:6.2f}")
@@ -182,7 +185,8 @@ def throughput(demo, args) -> None:
                               ("glnet_stl (ImageNet head)", stl, ClassHead.imagenet(stl))):
         n_blocks = len(glmix_blocks(model))
         blocks = (n_blocks - 4, n_blocks - 2, n_blocks)
-        for what, evidence in (("default evidence (stitched)", replace(default.resolved_evidence, slot_blocks=blocks)),
+        for what, evidence in (("default evidence (stitched)",
+                                replace(default.resolved_evidence, slot_blocks=blocks)),
                                ("standard CAM: 4 scales", EvidenceConfig(slot_blocks=blocks))):
             cfg = replace(default, evidence=evidence)
             pseudo_label_image(model, image, [8, 15], head, cfg)  # warm-up
@@ -217,14 +221,16 @@ def throughput(demo, args) -> None:
         bare_t.append(time.perf_counter() - t)
     assert np.array_equal(a, b)
     o, r = statistics.median(ours_t), statistics.median(bare_t)
-    print(f"  dense CRF: ours {o * 1000:.0f} ms, bare pydensecrf {r * 1000:.0f} ms, ratio {o / r:.2f} (target <= 1.2)")
+    print(f"  dense CRF: ours {o * 1000:.0f} ms, bare pydensecrf {r * 1000:.0f} ms, "
+          f"ratio {o / r:.2f} (target <= 1.2)")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, help="glnet_demo weights (default: the bundled demo model)")
     p.add_argument("--images", type=int, default=100, help="EmojiVOC train images to score")
-    p.add_argument("--seed", type=int, default=2024, help="EmojiVOC seed (the demo model was trained on seed 0)")
+    p.add_argument("--seed", type=int, default=2024,
+                   help="EmojiVOC seed (the demo model was trained on seed 0)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
@@ -238,7 +244,8 @@ def main() -> None:
     with torch.no_grad():
         if not args.skip_quality:
             with tempfile.TemporaryDirectory() as tmp:
-                root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=1, seed=args.seed, progress=False)
+                root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=1, seed=args.seed,
+                                     progress=False)
                 layout = VOCLayout(root)
                 quality(demo, layout, layout.ids("train"), args)
         if not args.skip_throughput:

@@ -4,7 +4,7 @@
         --classes bird --epochs 10 [--size 96] [--threads 1]
 
 A diagnosis of the data, not of GLNet: if a class the demo model never learns
-(bird, README "Weakly-supervised segmentation") is learned quickly by a
+(bird, docs/experiments.md "Birds") is learned quickly by a
 0.3M-parameter CNN trained on that class alone, the images carry what it
 takes, and the difficulty lies in training it among the other classes. Each
 run trains the same network (six 3x3 conv-BN-ReLU stages, global max pooling,
@@ -16,7 +16,6 @@ both side by side.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -26,20 +25,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from wsss.inmemory import augment, load_split, logits  # noqa: E402
-from wsss.train import average_precision  # noqa: E402
-from wsss.voc import VOC_FOREGROUND, VOCLayout  # noqa: E402
+from wsss.inmemory import augment, load_split, logits
+from wsss.train import average_precision
+from wsss.voc import VOC_FOREGROUND, VOCLayout
 
 
 def small_cnn(outputs: int) -> nn.Module:
     """Six conv-BN-ReLU stages (16 to 128 channels, four 2x poolings), global max pooling, linear."""
     def block(i: int, o: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
-    return nn.Sequential(block(3, 16), nn.MaxPool2d(2), block(16, 32), nn.MaxPool2d(2), block(32, 64), block(64, 64),
-                         nn.MaxPool2d(2), block(64, 128), block(128, 128), nn.MaxPool2d(2), block(128, 128),
-                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, outputs))
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o),
+                             nn.ReLU(inplace=True))
+    return nn.Sequential(block(3, 16), nn.MaxPool2d(2), block(16, 32), nn.MaxPool2d(2), block(32, 64),
+                         block(64, 64), nn.MaxPool2d(2), block(64, 128), block(128, 128), nn.MaxPool2d(2),
+                         block(128, 128), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, outputs))
 
 
 def train_run(train: tuple, val: tuple, columns: Sequence[int], report: Sequence[int], *, epochs: int,
@@ -66,7 +64,8 @@ def train_run(train: tuple, val: tuple, columns: Sequence[int], report: Sequence
         s = logits(net, x_va)
         aps = {c: average_precision(s[:, list(columns).index(c)], y_va[:, list(columns).index(c)].numpy())
                for c in report}
-        mean_ap = float(np.nanmean([average_precision(s[:, j], y_va[:, j].numpy()) for j in range(len(columns))]))
+        mean_ap = float(np.nanmean([average_precision(s[:, j], y_va[:, j].numpy())
+                                    for j in range(len(columns))]))
         history.append(aps)
         shown = ", ".join(f"{VOC_FOREGROUND[c]} {ap:.3f}" for c, ap in aps.items())
         print(f"  {name:12s} epoch {epoch + 1:2d} ({time.perf_counter() - t0:5.0f} s): val AP {shown}"
@@ -93,7 +92,8 @@ def main() -> None:
     classes = [VOC_FOREGROUND.index(c) for c in args.classes.split(",")]
     torch.set_num_threads(args.threads)
     layout = VOCLayout(args.voc_root)
-    train, val = load_split(layout, args.train_split, args.size), load_split(layout, args.val_split, args.size)
+    train, val = (load_split(layout, args.train_split, args.size),
+                  load_split(layout, args.val_split, args.size))
     print(f"{len(train[0])} train / {len(val[0])} val images at {args.size} px; positives in train: "
           + ", ".join(f"{VOC_FOREGROUND[c]} {float(train[1][:, c].mean()):.1%}" for c in classes))
     common = dict(epochs=args.epochs, batch=args.batch_size, seed=args.seed)

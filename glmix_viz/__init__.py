@@ -3,7 +3,8 @@
 Importing the package registers the GLNet family with timm::
 
     import glmix_viz, timm
-    model = timm.create_model("glnet_stl", pretrained=True)  # reads ~/.cache/torch/hub/checkpoints/glnet_stl.pth
+    model = timm.create_model("glnet_stl",
+                              pretrained=True)  # reads ~/.cache/torch/hub/checkpoints/glnet_stl.pth
 
 The import itself is light (no torch, no timm), so that ``glmix-viz --help``
 answers at once: the models are registered as soon as timm is imported, or at

@@ -83,8 +83,9 @@ def build_model(
         weights = find_weights(model_name, checkpoint, default_model=DEFAULT_MODEL)
     except WeightsNotFoundError as err:
         raise ValueError(
-            f"no weights for --model {err.model}: expected {err.expected}. Download them from {MODEL_CARD_URL} "
-            "to that path, or pass --checkpoint FILE; --model glnet_demo (or --demo) runs the bundled demo model"
+            f"no weights for --model {err.model}: expected {err.expected}. Download them from "
+            f"{MODEL_CARD_URL} to that path, or pass --checkpoint FILE; --model glnet_demo (or --demo) runs "
+            "the bundled demo model"
         ) from None
     if weights.path is None:
         model, what = load_demo_model(seed=seed)
@@ -188,7 +189,8 @@ def _render_one(
             _save_png(path, render_depths(view, block_maps, block_reps, labels, captions=True, title=title,
                                           height=height, font_size=font), meta(ordinals))
         else:
-            _save_figure(path, depths_figure(view, block_maps, block_reps, labels, title=name), meta(ordinals))
+            _save_figure(path, depths_figure(view, block_maps, block_reps, labels, title=name),
+                         meta(ordinals))
         written += 1
     else:
         for o, m in maps.items():
@@ -206,9 +208,11 @@ def _render_one(
                 panels = [_scaled(view, height), _scaled(groups, height, nearest=True)]
                 captions = ["input", f"each pixel's most likely of {m.shape[0]} slots"]
                 if fmt == "png":
-                    _save_png(path, render_captioned(panels, captions, title=title, font_size=font), meta([o]))
+                    _save_png(path, render_captioned(panels, captions, title=title, font_size=font),
+                              meta([o]))
                 else:
-                    _save_figure(path, array_figure(render_captioned(panels, captions), title=title), meta([o]))
+                    _save_figure(path, array_figure(render_captioned(panels, captions), title=title),
+                                 meta([o]))
             written += 1
     if save_maps:
         arrays = {}

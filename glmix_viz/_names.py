@@ -1,9 +1,18 @@
-"""Names the command-line tools need before any model is built (importing this loads neither torch nor timm)."""
+"""Names the command-line tools need before any model is built (importing this loads neither torch nor
+timm)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["MODEL_CARD_URL", "OFFICIAL_MODELS", "DEMO_MODEL", "DEFAULT_MODEL", "FIGURES", "FORMATS", "DEMO_IMAGE"]
+__all__ = [
+    "MODEL_CARD_URL",
+    "OFFICIAL_MODELS",
+    "DEMO_MODEL",
+    "DEFAULT_MODEL",
+    "FIGURES",
+    "FORMATS",
+    "DEMO_IMAGE",
+]
 
 MODEL_CARD_URL = "https://github.com/rayleizhu/GLMix#model-zoo"
 OFFICIAL_MODELS = (

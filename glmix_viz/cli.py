@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Render the semantic slots of GLNet's GLMix blocks for images.",
         formatter_class=HelpFormatter,
         epilog="examples:\n" + "\n".join(line.replace("    glmix-viz", "  glmix-viz", 1)
-                                          for line in (__doc__ or "").splitlines() if line.startswith("    glmix-viz")),
+                                          for line in (__doc__ or "").splitlines()
+                                          if line.startswith("    glmix-viz")),
     )
     p.add_argument("images", nargs="*", help="image files, folders or glob patterns")
     p.add_argument("--demo", action="store_true", help="run on the bundled image (no download needed)")
@@ -60,14 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=2.0,
                    help="PNG size: panels this many times the model input's height (0.25 to 8)")
     p.add_argument("--model", default=None,
-                   help=f"model name ({', '.join(OFFICIAL_MODELS)}, glnet_demo); its weights must be in the torch "
-                   f"hub cache or given by --checkpoint (default: {DEFAULT_MODEL} if its weights are in the hub "
-                   "cache, else the bundled demo model)")
-    p.add_argument("--checkpoint", type=Path, help="weights file (default: --model's file in the torch hub cache)")
+                   help=f"model name ({', '.join(OFFICIAL_MODELS)}, glnet_demo); its weights must be in the "
+                   f"torch hub cache or given by --checkpoint (default: {DEFAULT_MODEL} if its weights are "
+                   "in the hub cache, else the bundled demo model)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="weights file (default: --model's file in the torch hub cache)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="read the checkpoint with Python's full pickle, which lets the file run any code on "
-                   "this machine: only for files you made or fully trust (by default only tensors, arrays and "
-                   "plain data are read, and other objects are skipped)")
+                   "this machine: only for files you made or fully trust (by default only tensors, arrays "
+                   "and plain data are read, and other objects are skipped)")
     p.add_argument("--out", type=Path, default=Path("glmix-viz-out"), help="output folder")
     p.add_argument("--input-size", type=int, default=224, help="crop side (crop) or shorter side (whole)")
     p.add_argument("--resize", choices=("crop", "whole"), default="crop",
@@ -98,7 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="glmix-viz: %(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="glmix-viz: %(message)s")
     images = list(args.images) + ([str(DEMO_IMAGE)] if args.demo else [])
     if not images:
         parser.error("give at least one IMAGE (file, folder or glob), or --demo")
@@ -108,7 +111,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         parser.error(f"--num-repr must be at least 1, got {args.num_repr}")
     if not 0.25 <= args.scale <= 8:
         parser.error(f"--scale must be between 0.25 and 8, got {args.scale}")
-    from ._cli_run import build_model, device_from_flag, run, select_blocks  # torch, timm, matplotlib: only now
+    # torch, timm, matplotlib: only now
+    from ._cli_run import build_model, device_from_flag, run, select_blocks
     from .images import Preprocess, expand_image_paths
 
     try:
@@ -133,12 +137,13 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             paths, model=model, blocks=blocks or None, out=args.out, config=config, device=device,
             batch_size=args.batch_size, seed=args.seed, save_maps=args.save_maps,
             progress=not args.quiet and sys.stderr.isatty(), figure=args.figure, fmt=args.format,
-            num_repr=args.num_repr, provenance={"model": source.weights.model, "checkpoint": source.weights.label},
+            num_repr=args.num_repr,
+            provenance={"model": source.weights.model, "checkpoint": source.weights.label},
             scale=args.scale,
         )
     except RunInterrupted as stop:
-        print(f"glmix-viz: interrupted after {stop.done} of {stop.total} images; the files written are complete "
-              "(rerun to redo the rest)", file=sys.stderr)
+        print(f"glmix-viz: interrupted after {stop.done} of {stop.total} images; the files written are "
+              "complete (rerun to redo the rest)", file=sys.stderr)
         return 130
     skipped += len(unmatched)
     (_logger.warning if skipped or failed else _logger.info)(

@@ -56,7 +56,8 @@ def expand_image_paths(items: Iterable[PathLike]) -> Tuple[List[Path], List[str]
         elif path.is_file():
             found = [path]
         else:
-            found = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True) if Path(p).is_file())
+            found = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True)
+                           if Path(p).is_file())
         if not found:
             unmatched.append(item)
         paths.extend(found)
@@ -175,14 +176,16 @@ def preprocess(image: Image.Image, config: Preprocess = Preprocess()) -> Tuple[t
 
 def normalize(pixels: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
               std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
-    """Pixels to a model input: ``(x / 255 - mean) / std`` for uint8, ``(x - mean) / std`` for floats in [0, 1].
+    """Pixels to a model input: ``(x / 255 - mean) / std`` for uint8, ``(x - mean) / std`` for floats in
+    [0, 1].
 
     Shape:
         ``(H, W, 3) -> (3, H, W)`` float32.
     """
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected (H, W, 3) RGB pixels, got an array of shape {pixels.shape}")
-    x = pixels.astype(np.float32) / 255.0 if pixels.dtype == np.uint8 else pixels.astype(np.float32, copy=False)
+    x = (pixels.astype(np.float32) / 255.0 if pixels.dtype == np.uint8
+         else pixels.astype(np.float32, copy=False))
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 

@@ -138,7 +138,8 @@ def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
     import codecs
 
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8", "ascii"):
-        raise UntrustedPickleError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not a bytes literal")
+        raise UntrustedPickleError(f"_codecs.encode({type(text).__name__}, {encoding!r}) "
+                                   "is not a bytes literal")
     return codecs.encode(text, encoding)
 
 
@@ -168,7 +169,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         **kwargs: passed to :class:`pickle.Unpickler` (``encoding``...).
     """
 
-    def __init__(self, file, *, on_unknown: str = "error", skipped: Optional[Set[str]] = None, **kwargs) -> None:
+    def __init__(self, file, *, on_unknown: str = "error", skipped: Optional[Set[str]] = None,
+                 **kwargs) -> None:
         if on_unknown not in ("error", "placeholder"):
             raise ValueError(f"on_unknown={on_unknown!r}; expected 'error' or 'placeholder'")
         super().__init__(file, **kwargs)
@@ -316,9 +318,11 @@ def load_npy(path: PathLike) -> np.ndarray:
         except UntrustedPickleError as err:
             raise UntrustedPickleError(f"{path}: {err}") from None
         except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError) as err:
-            raise ValueError(f"{path}: the object array's pickle is unreadable ({type(err).__name__}: {err})") from err
+            raise ValueError(f"{path}: the object array's pickle is unreadable "
+                             f"({type(err).__name__}: {err})") from err
     if not isinstance(array, np.ndarray) or array.shape != shape:
-        raise ValueError(f"{path}: the pickle holds {type(array).__name__}, not the {shape} array of the header")
+        raise ValueError(f"{path}: the pickle holds {type(array).__name__}, "
+                         f"not the {shape} array of the header")
     return array
 
 

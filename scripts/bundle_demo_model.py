@@ -8,15 +8,12 @@ Writes ``glmix_viz/data/glnet_demo_emojivoc.pth``: ``{"model": float16 state dic
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glmix_viz.models import read_checkpoint, unwrap_state_dict  # noqa: E402
-from glmix_viz.models.demo import DEMO_WEIGHTS  # noqa: E402
+from glmix_viz.models import read_checkpoint, unwrap_state_dict
+from glmix_viz.models.demo import DEMO_WEIGHTS
 
 
 def main() -> None:
@@ -31,7 +28,8 @@ def main() -> None:
     meta = {k: ckpt[k] for k in ("epoch", "val_map", "config") if k in ckpt}
     meta["status"] = args.status
     torch.save({"model": half, **meta}, args.out)
-    print(f"{args.out}: {args.out.stat().st_size / 1e6:.1f} MB, epoch {meta.get('epoch')}, val mAP {meta.get('val_map')}")
+    print(f"{args.out}: {args.out.stat().st_size / 1e6:.1f} MB, epoch {meta.get('epoch')}, "
+          f"val mAP {meta.get('val_map')}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python scripts/finetune_one_class.py --voc-root data/emojivoc12k --train-split train_bird \\
         --init runs/stage12/checkpoint-best.pth --class bird --out runs/bird_only.pth
 
-Stage 17 of the demo model (README, "EmojiVOC and the demo model"): trained
+Stage 17 of the demo model (docs/experiments.md, "Birds"): trained
 among the 20 classes, glnet_demo never learned birds (val AP 0.34), while a
 small CNN from scratch learns them alone in minutes
 (``benchmarks/class_learnability.py``). Trained on birds alone the same
@@ -23,24 +23,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import List
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import timm  # noqa: E402
-
-from glmix_viz.fileio import atomic_write  # noqa: E402
-from glmix_viz.models import load_checkpoint  # noqa: E402
-from wsss.inmemory import augment, load_split, logits  # noqa: E402
-from wsss.train import average_precision  # noqa: E402
-from wsss.voc import VOC_FOREGROUND, VOCLayout  # noqa: E402
+from glmix_viz.fileio import atomic_write
+from glmix_viz.models import load_checkpoint
+from wsss.inmemory import augment, load_split, logits
+from wsss.train import average_precision
+from wsss.voc import VOC_FOREGROUND, VOCLayout
 
 _logger = logging.getLogger("finetune_one_class")
 

@@ -39,11 +39,13 @@ CLASS_GLYPHS = {
     "horse": ["\U0001F40E", "\U0001F434"],
     "motorbike": ["\U0001F3CD" + VS16, "\U0001F6F5"],
     "person": [base + tone for base in ("\U0001F9CD", "\U0001F6B6", "\U0001F3C3", "\U0001F483", "\U0001F64B")
-               for tone in ("",) + TONES[::2]] + ["\U0001F9D1", "\U0001F469\U0001F3FE", "\U0001F468\U0001F3FB"],
+               for tone in ("",) + TONES[::2]] + ["\U0001F9D1", "\U0001F469\U0001F3FE",
+                                                  "\U0001F468\U0001F3FB"],
     "pottedplant": ["\U0001FAB4"],
     "sheep": ["\U0001F411", "\U0001F40F"],
     "sofa": ["\U0001F6CB" + VS16],
-    "train": ["\U0001F686", "\U0001F682", "\U0001F684", "\U0001F685", "\U0001F687", "\U0001F688", "\U0001F683"],
+    "train": ["\U0001F686", "\U0001F682", "\U0001F684", "\U0001F685", "\U0001F687", "\U0001F688",
+              "\U0001F683"],
     "tvmonitor": ["\U0001F4FA", "\U0001F5A5" + VS16],
 }
 # Not VOC: background clutter, so that "something is there" is not evidence of a class.

@@ -10,7 +10,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
-_STORAGE = {torch.float32: torch.FloatStorage, torch.float16: torch.HalfStorage, torch.int64: torch.LongStorage}
+_STORAGE = {torch.float32: torch.FloatStorage, torch.float16: torch.HalfStorage,
+            torch.int64: torch.LongStorage}
 
 
 def write_tar_checkpoint(path: Path, obj: Any, *, storages_header: Optional[Any] = None) -> Path:

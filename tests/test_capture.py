@@ -16,7 +16,8 @@ def hooks_left(model) -> int:
 
 def test_select_by_ordinal_and_name(tiny_model):
     sel = resolve_blocks(tiny_model, [4, "stages.0.blocks.0", "2", 4])
-    assert [(o, n) for o, n, _ in sel] == [(1, "stages.0.blocks.0"), (2, "stages.1.blocks.0"), (4, "stages.2.blocks.1")]
+    assert [(o, n) for o, n, _ in sel] == [(1, "stages.0.blocks.0"), (2, "stages.1.blocks.0"),
+                                           (4, "stages.2.blocks.1")]
     assert len(resolve_blocks(tiny_model, "all")) == len(resolve_blocks(tiny_model)) == 4
 
 

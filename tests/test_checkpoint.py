@@ -58,7 +58,8 @@ def test_pretrained_from_explicit_path_and_bare_state_dict(tmp_path, hub):
 def test_half_precision_file_loads_as_float32(tmp_path):
     fx = load_fixture("tiny_stl")
     path = tmp_path / "half.pth"
-    torch.save({"model": {k: v.half() if v.is_floating_point() else v for k, v in fx["state_dict"].items()}}, path)
+    torch.save({"model": {k: v.half() if v.is_floating_point() else v for k, v in fx["state_dict"].items()}},
+               path)
     model = load_checkpoint(timm.create_model("test_glnet"), path)
     assert model.head.weight.dtype == torch.float32
     assert torch.allclose(model.head.weight, fx["state_dict"]["head.weight"], atol=1e-2)
@@ -102,9 +103,11 @@ def test_best_matching_model_finds_the_official_layout(name):
 def test_other_class_count_keeps_fresh_head(tmp_path):
     fx = load_fixture("tiny_stl")
     path = official_file(tmp_path / "t.pth", fx["state_dict"])
-    model = timm.create_model("test_glnet", num_classes=3, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    model = timm.create_model("test_glnet", num_classes=3, pretrained=True,
+                              pretrained_cfg_overlay={"file": str(path)})
     assert model.head.out_features == 3
-    assert torch.equal(model.stages[0].blocks[0].mlp[0].weight, fx["state_dict"]["stages.0.blocks.0.mlp.0.weight"])
+    assert torch.equal(model.stages[0].blocks[0].mlp[0].weight,
+                       fx["state_dict"]["stages.0.blocks.0.mlp.0.weight"])
 
 
 def test_checkpoint_num_classes_reads_the_stored_head(tmp_path):

@@ -46,7 +46,8 @@ def test_cli_end_to_end(images, tiny_ckpt, tmp_path, caplog):
     assert names == sorted(expected)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
     fig4 = np.asarray(Image.open(out / "a_b02_fig4.png"))
-    assert 2 * 96 < fig4.shape[0] < 2 * 96 + 80 and fig4.shape[2] == 3  # --scale 2 panels, caption and title lines
+    # --scale 2 panels, caption and title lines
+    assert 2 * 96 < fig4.shape[0] < 2 * 96 + 80 and fig4.shape[2] == 3
 
     # --save-maps holds exactly what the capture API gives
     import timm
@@ -173,7 +174,8 @@ def test_cli_hard_png_is_the_hard_grouping(one_image, tiny_ckpt, tmp_path):
     saved = np.load(out / "one.npz")
     png = np.asarray(Image.open(out / "one_b02_groups.png"))
     groups = render_hard_grouping(saved["image"], saved["b02_dispatch"], seed=3)
-    # the grouping, enlarged by --scale 2 (nearest: each pixel a 2 x 2 block), right of the input, under its caption
+    # the grouping, enlarged by --scale 2 (nearest: each pixel a 2 x 2 block), right of the input, under its
+    # caption
     from glmix_viz.figures import render_label
 
     enlarged = groups.repeat(2, axis=0).repeat(2, axis=1)
@@ -226,12 +228,14 @@ def test_cli_figure_failure_counts_as_failed(images, tiny_ckpt, tmp_path, monkey
     assert code == 1
     assert "a.jpg: boom" in caplog.text  # the failing image, by name
     assert "broken.jpg" in caplog.text
-    assert "1 figure written for 1 image (1 skipped, 1 failed)" in caplog.text  # the summary, shown even with -q
+    # the summary, shown even with -q
+    assert "1 figure written for 1 image (1 skipped, 1 failed)" in caplog.text
     assert [p.name for p in out.iterdir()] == ["b_b04_fig4.png"]
 
 
 def test_cli_named_model_without_weights_is_an_error(one_image, tmp_path, monkeypatch, capsys):
-    """An explicitly named model is never replaced by another: no weights -> exit 2 naming the file expected."""
+    """An explicitly named model is never replaced by another: no weights -> exit 2 naming the file
+    expected."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     out = tmp_path / "o"
     assert cli.main([str(one_image), "--model", "glnet_4g", "--out", str(out), "-q"]) == 2
@@ -250,7 +254,8 @@ def test_cli_named_model_from_the_hub_cache_and_provenance(one_image, tiny_ckpt,
     hub_file.parent.mkdir(parents=True)
     hub_file.write_bytes(tiny_ckpt.read_bytes())
     out = tmp_path / "o"
-    argv = [str(one_image), "--model", "test_glnet", "--input-size", "96", "--block", "4", "--out", str(out), "-q"]
+    argv = [str(one_image), "--model", "test_glnet", "--input-size", "96", "--block", "4", "--out", str(out),
+            "-q"]
     assert cli.main([*argv, "--save-maps"]) == 0
     with Image.open(out / "one_b04_fig4.png") as png:
         assert png.text["model"] == "test_glnet" and png.text["checkpoint"] == str(hub_file)
@@ -268,7 +273,8 @@ def test_cli_bad_out_is_refused_before_any_work(one_image, tmp_path, capsys):
     afile.write_text("x")
     missing_ckpt = str(tmp_path / "nope.pth")  # would be the error if the model were loaded first
     for out, why in ((afile, "exists and is not a folder"), (afile / "sub", "cannot be created")):
-        assert cli.main([str(one_image), "--model", "test_glnet", "--checkpoint", missing_ckpt, "--out", str(out)]) == 2
+        assert cli.main([str(one_image), "--model", "test_glnet", "--checkpoint", missing_ckpt,
+                         "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"glmix-viz: error: --out {out} {why}") and len(err.splitlines()) == 1, err
 
@@ -292,7 +298,8 @@ def test_cli_ctrl_c_stops_cleanly(tmp_path, tiny_ckpt):
         Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(folder / f"img{i:02d}.png")
     out = tmp_path / "o"
     code, err = interrupt_after_first_output([sys.executable, "-m", "glmix_viz.cli", str(folder),
-                                              *_tiny_argv(tiny_ckpt), "--batch-size", "1", "--out", str(out)], out)
+                                              *_tiny_argv(tiny_ckpt), "--batch-size", "1",
+                                              "--out", str(out)], out)
     assert code == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("glmix-viz: interrupted after ")
     written = sorted(out.glob("*.png"))
@@ -305,30 +312,36 @@ def test_cli_ctrl_c_stops_cleanly(tmp_path, tiny_ckpt):
 @pytest.mark.parametrize("tool,argv", [("glmix_viz.cli", ["--version"]), ("glmix_viz.cli", ["--help"]),
                                        ("wsss.cli", ["--version"]), ("wsss.cli", ["--help"])])
 def test_version_and_help_import_no_torch(tool, argv):
-    """--version and --help answer without torch, timm or matplotlib (seconds of imports): the start-up budget."""
+    """--version and --help answer without torch, timm or matplotlib (seconds of imports): the start-up
+    budget."""
     import subprocess
     import sys
 
     code = (f"import sys; from {tool} import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'timm', 'matplotlib', 'sklearn', 'skimage') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+            "print(sorted(m for m in ('torch', 'timm', 'matplotlib', 'sklearn', 'skimage') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          check=True)
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]
 
 
 def test_importing_the_package_still_registers_the_models_with_timm():
-    """The light package import keeps its promise: ``import glmix_viz, timm`` (either order) knows the GLNets."""
+    """The light package import keeps its promise: ``import glmix_viz, timm`` (either order) knows the
+    GLNets."""
     import subprocess
     import sys
 
     for first, second in (("glmix_viz", "timm"), ("timm", "glmix_viz")):
         code = (f"import {first}, {second}\n"
-                "print(timm.create_model('test_glnet').__class__.__name__, 'glnet_stl' in timm.list_models('glnet*'))")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+                "print(timm.create_model('test_glnet').__class__.__name__, "
+                "'glnet_stl' in timm.list_models('glnet*'))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                              check=False)
         assert proc.returncode == 0 and proc.stdout.split() == ["GLNet", "True"], proc.stderr[-1000:]
     proc = subprocess.run([sys.executable, "-c", "import glmix_viz, sys; print('torch' in sys.modules, "
-                           "glmix_viz.GLNet.__name__, 'timm' in sys.modules)"], capture_output=True, text=True,
-                          timeout=300, check=True)
+                           "glmix_viz.GLNet.__name__, 'timm' in sys.modules)"],
+                          capture_output=True, text=True, timeout=300, check=True)
     assert proc.stdout.split() == ["False", "GLNet", "True"]  # light import; a name loads the models on use
 
 
@@ -339,14 +352,17 @@ def test_cli_scale_and_hard_figure_with_input(one_image, tiny_ckpt, tmp_path, ca
 
     caplog.set_level(logging.INFO)
     out = tmp_path / "o"
-    assert cli.main([str(one_image), *_tiny_argv(tiny_ckpt), "--block", "2,4", "--scale", "1", "--out", str(out)]) == 0
+    assert cli.main([str(one_image), *_tiny_argv(tiny_ckpt), "--block", "2,4", "--scale", "1",
+                     "--out", str(out)]) == 0
     small = np.asarray(Image.open(out / "one_b02_fig4.png"))
     assert "2 figures written for 1 image" in caplog.text
-    assert cli.main([str(one_image), *_tiny_argv(tiny_ckpt), "--block", "2", "--scale", "3", "--out", str(out)]) == 0
-    big = np.asarray(Image.open(out / "one_b02_fig4.png"))
-    assert 96 < small.shape[0] < 96 + 60 and 288 < big.shape[0] < 288 + 100  # panels 1x and 3x the 96-row input
-    assert cli.main([str(one_image), *_tiny_argv(tiny_ckpt), "--block", "2", "--figure", "hard", "--scale", "1",
+    assert cli.main([str(one_image), *_tiny_argv(tiny_ckpt), "--block", "2", "--scale", "3",
                      "--out", str(out)]) == 0
+    big = np.asarray(Image.open(out / "one_b02_fig4.png"))
+    # panels 1x and 3x the 96-row input
+    assert 96 < small.shape[0] < 96 + 60 and 288 < big.shape[0] < 288 + 100
+    assert cli.main([str(one_image), *_tiny_argv(tiny_ckpt), "--block", "2", "--figure", "hard",
+                     "--scale", "1", "--out", str(out)]) == 0
     hard = np.asarray(Image.open(out / "one_b02_groups.png"))
     x, view = preprocess(load_image(one_image), Preprocess(input_size=96))
     top = hard.shape[0] - view.shape[0]

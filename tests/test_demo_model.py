@@ -18,7 +18,8 @@ from wsss.regions import RegionParams, class_regions, relabel
 from wsss.train import mean_average_precision
 from wsss.voc import VOCLayout, read_mask
 
-# chance (all scores equal) is about 0.13 on this set; the bundled model's own measurement is in the README
+# chance (all scores equal) is about 0.13 on this set; the bundled model's own measurement is in
+# docs/demo-model.md
 MIN_MAP = 0.80  # the bundled model scores 0.94 here (0.92 on the EmojiVOC val split)
 
 
@@ -31,7 +32,8 @@ def demo():
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
     """EmojiVOC images the model never saw (another seed)."""
-    return VOCLayout(make_emojivoc(tmp_path_factory.mktemp("fresh") / "ev", train=8, val=48, seed=4242, progress=False))
+    return VOCLayout(make_emojivoc(tmp_path_factory.mktemp("fresh") / "ev", train=8, val=48, seed=4242,
+                                   progress=False))
 
 
 def test_bundled_weights_are_small_half_precision_and_load_as_float32(demo):
@@ -69,7 +71,8 @@ def seed2024(tmp_path_factory):
 
 @pytest.mark.slow
 def test_slot_and_crf_pseudo_masks_beat_cam_only(demo, seed2024):
-    """The default pseudo-masks (slots + slot classifier + dense CRF) beat CAM-only ones by 10+ mIoU on unseen images.
+    """The default pseudo-masks (slots + slot classifier + dense CRF) beat CAM-only ones by 10+ mIoU on
+    unseen images.
 
     CAM-only at its own best background (0.4). Measured: CAM 45.9, default 76.0
     (defaults chosen on other seeds, 31337 and 4242).
@@ -87,12 +90,14 @@ def test_slot_and_crf_pseudo_masks_beat_cam_only(demo, seed2024):
         cam_cfg = PseudoLabelConfig(method="cam", crf=None, background=BackgroundParams(threshold=0.4))
         cam_only.add(pseudo_label_image(model, image, classes, head, cam_cfg).mask, gt)
         default.add(pseudo_label_image(model, image, classes, head).mask, gt)
-    assert default.summary()["miou"] > cam_only.summary()["miou"] + 0.10, (default.summary(), cam_only.summary())
+    assert default.summary()["miou"] > cam_only.summary()["miou"] + 0.10, (default.summary(),
+                                                                          cam_only.summary())
 
 
 @pytest.mark.slow
 def test_region_relabelling_restores_swapped_regions(demo, seed2024):
-    """Given the true masks with one region's class swapped for another of the image's, the step puts most back.
+    """Given the true masks with one region's class swapped for another of the image's, the step puts most
+    back.
 
     Every region of 500+ px in the 8 images with two or more classes, in turn
     (measured: 16 of 20 restored), and the true masks themselves are left

@@ -31,7 +31,9 @@ def test_slot_refinement_hand_worked():
     # slot scores: 0.6 and 0.2 -> pixels [0.6, 0.6, 0.2, 0.2] -> / max -> [1, 1, 1/3, 1/3]
     np.testing.assert_allclose(out[0, 0].numpy(), [1, 1, 1 / 3, 1 / 3], atol=1e-6)
     half = slot_refine(cam, slots, mix=0.5)
-    np.testing.assert_allclose(half[0, 0].numpy(), 0.5 * np.array([1, 0.2, 0, 0.4]) + 0.5 * np.array([1, 1, 1 / 3, 1 / 3]), atol=1e-6)
+    np.testing.assert_allclose(half[0, 0].numpy(),
+                               0.5 * np.array([1, 0.2, 0, 0.4]) + 0.5 * np.array([1, 1, 1 / 3, 1 / 3]),
+                               atol=1e-6)
 
 
 def test_slot_sharpness_scales_the_logits():
@@ -39,12 +41,14 @@ def test_slot_sharpness_scales_the_logits():
     logits = torch.tensor([[1.0, 0.5, 0.0, -0.5], [-0.5, 0.0, 0.5, 1.0]])
     cam = torch.tensor([[[1.0, 0.2, 0.0, 0.4]]])
     sharp = slot_refine(cam, [SlotMaps(1, logits, (1, 4))], sharpness=3.0)
-    np.testing.assert_allclose(sharp.numpy(), slot_refine(cam, [SlotMaps(1, 3.0 * logits, (1, 4))]).numpy(), atol=1e-6)
+    np.testing.assert_allclose(sharp.numpy(), slot_refine(cam, [SlotMaps(1, 3.0 * logits, (1, 4))]).numpy(),
+                               atol=1e-6)
     # by hand, sharpness 1
     e = np.exp(logits.numpy())
     clustering, dispatch = e / e.sum(1, keepdims=True), e / e.sum(0, keepdims=True)
     pix = dispatch.T @ (clustering @ cam[0, 0].numpy())
-    np.testing.assert_allclose(slot_refine(cam, [SlotMaps(1, logits, (1, 4))])[0, 0].numpy(), pix / pix.max(), atol=1e-6)
+    np.testing.assert_allclose(slot_refine(cam, [SlotMaps(1, logits, (1, 4))])[0, 0].numpy(), pix / pix.max(),
+                               atol=1e-6)
 
 
 def test_subtract_baseline_hand_worked():
@@ -54,9 +58,11 @@ def test_subtract_baseline_hand_worked():
     np.testing.assert_allclose(out[0, 0].numpy(), [0, 0, 0, 0.5, 1.0], atol=1e-6)
     np.testing.assert_allclose(out[1, 0].numpy(), [0, 0, 0, 0, 1.0], atol=1e-6)
     # quantile 0.25 of 5 values: k = 1 + round(0.25 * 4) = 2nd smallest
-    np.testing.assert_allclose(subtract_baseline(maps[:1], 0.25)[0, 0].numpy(), [0, 0, 1 / 3, 2 / 3, 1], atol=1e-6)
+    np.testing.assert_allclose(subtract_baseline(maps[:1], 0.25)[0, 0].numpy(), [0, 0, 1 / 3, 2 / 3, 1],
+                               atol=1e-6)
     assert subtract_baseline(maps, 0.0) is maps
-    np.testing.assert_array_equal(subtract_baseline(torch.zeros(1, 2, 2), 0.5).numpy(), 0.0)  # no evidence: none
+    # no evidence: none
+    np.testing.assert_array_equal(subtract_baseline(torch.zeros(1, 2, 2), 0.5).numpy(), 0.0)
     with pytest.raises(ValueError, match="quantile"):
         subtract_baseline(maps, 1.0)
     with pytest.raises(ValueError, match="slot_baseline"):

@@ -263,17 +263,22 @@ def test_matplotlib_figures_titles_and_pdf():
     assert buf.getvalue().startswith(b"%PDF")
 
 
-# Machado, Oliveira & Fernandes (2009), severity 1, on linear RGB: simulated protanopia, deuteranopia, tritanopia
+# Machado, Oliveira & Fernandes (2009), severity 1, on linear RGB: simulated protanopia, deuteranopia,
+# tritanopia
 _CVD = {
     "normal": np.eye(3),
-    "protan": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
-    "deutan": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
-    "tritan": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+    "protan": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+               [-0.003882, -0.048116, 1.051998]],
+    "deutan": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+               [-0.011820, 0.042940, 0.968881]],
+    "tritan": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
+               [0.004733, 0.691367, 0.303900]],
 }
 
 
 def _worst_distances(rgb: np.ndarray):
-    """Smallest CIEDE2000 between two outline colours, and between an outline colour and viridis, over all visions."""
+    """Smallest CIEDE2000 between two outline colours, and between an outline colour and viridis, over all
+    visions."""
     from matplotlib import colormaps
     from skimage.color import deltaE_ciede2000, rgb2lab
 

@@ -56,7 +56,8 @@ def test_expand_paths(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "d.jpg").write_bytes(b"x")
-    paths, unmatched = expand_image_paths([tmp_path, str(tmp_path / "sub" / "*.jpg"), tmp_path / "a.jpg", "nope*"])
+    paths, unmatched = expand_image_paths([tmp_path, str(tmp_path / "sub" / "*.jpg"), tmp_path / "a.jpg",
+                                           "nope*"])
     assert [p.name for p in paths] == ["a.jpg", "b.PNG", "d.jpg"]
     assert unmatched == ["nope*"]
 
@@ -87,6 +88,7 @@ def test_normalize_uint8_and_float_agree_with_hand_computation():
     pixels = np.array([[[255, 0, 128]]], dtype=np.uint8)
     expected = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225]
     np.testing.assert_allclose(normalize(pixels)[:, 0, 0].numpy(), expected, rtol=1e-6)
-    np.testing.assert_allclose(normalize(pixels.astype(np.float32) / 255).numpy(), normalize(pixels).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(normalize(pixels.astype(np.float32) / 255).numpy(), normalize(pixels).numpy(),
+                               rtol=1e-6)
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         normalize(np.zeros((4, 4), np.uint8))

@@ -54,8 +54,8 @@ def test_augment_is_a_flip_and_a_circular_shift_of_the_input():
 
 
 def test_logits_batches_like_one_call_and_restores_the_mode():
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1),
-                              torch.nn.Flatten())
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     images = torch.randint(0, 256, (5, 8, 8, 3), dtype=torch.uint8)
     net.train()
     out = logits(net, images, batch=2)

@@ -42,7 +42,8 @@ def test_streaming_equals_all_at_once_equals_brute_force():
         p[p == 255] = 0
     acc = ConfusionAccumulator(6)
     acc.add_many(zip(preds, gts))
-    whole = confusion_matrix(np.concatenate([p.ravel() for p in preds]), np.concatenate([g.ravel() for g in gts]), 6)
+    whole = confusion_matrix(np.concatenate([p.ravel() for p in preds]),
+                             np.concatenate([g.ravel() for g in gts]), 6)
     np.testing.assert_array_equal(acc.confusion, whole)
     np.testing.assert_allclose(iou_from_confusion(acc.confusion), brute_iou(preds, gts, 6))
 

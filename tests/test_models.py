@@ -179,7 +179,8 @@ def test_packed_weights_follow_input_shapes_and_weight_changes():
     x = fx["input"]
     _fused.clear_packed_weights()
     with torch.no_grad():
-        for inp in (x, x[:1], torch.cat([x, x.flip(-1)]), x):  # shapes change: packs for each, none reused wrongly
+        # shapes change: packs for each, none reused wrongly
+        for inp in (x, x[:1], torch.cat([x, x.flip(-1)]), x):
             assert (model(inp) - _plain(model, inp)).abs().max() < 1e-5
         assert _fused._packed_cache, "no weight was packed"
         sizes = [len(e) for e in _fused._packed_cache.values()]
@@ -237,7 +238,8 @@ def test_hooks_on_fused_submodules_still_fire():
     block = next(m for m in model.modules() if type(m).__name__ == "GLMixBlock")
     seen = []
     handles = [m.register_forward_hook(lambda m, i, o, n=n: seen.append(n))
-               for n, m in [("fc1", block.mlp[0]), ("pw1", block.feature_conv[0]), ("stem", model.downsample_layers[0][0])]]
+               for n, m in [("fc1", block.mlp[0]), ("pw1", block.feature_conv[0]),
+                            ("stem", model.downsample_layers[0][0])]]
     x = torch.randn(1, 3, 64, 64)
     try:
         with torch.no_grad():
@@ -288,7 +290,8 @@ def test_slot_scale_argument_sets_every_glmix_block_and_scales_the_logits():
     torch.manual_seed(0)
     base = timm.create_model("test_glnet").eval()
     sharp = timm.create_model("test_glnet", slot_scale=5.0).eval()
-    sharp.load_state_dict({k: v for k, v in base.state_dict().items() if not k.endswith("slot_scale")}, strict=False)
+    sharp.load_state_dict({k: v for k, v in base.state_dict().items() if not k.endswith("slot_scale")},
+                          strict=False)
     scales = [m.slot_scale.item() for m in sharp.modules() if hasattr(m, "slot_scale")]
     assert scales == [5.0] * 4
     x = torch.randn(1, 3, 64, 64)

@@ -35,7 +35,8 @@ def test_tiles_are_the_source_images_resized_on_the_output_grid():
         assert len(tiles) >= 2
         for t in tiles:
             rows, cols = torch.nonzero(tiling.index[i] == t, as_tuple=True)
-            r0, r1, c0, c1 = rows.min().item(), rows.max().item() + 1, cols.min().item(), cols.max().item() + 1
+            r0, r1, c0, c1 = (rows.min().item(), rows.max().item() + 1,
+                              cols.min().item(), cols.max().item() + 1)
             assert (tiling.index[i, r0:r1, c0:c1] == t).all()  # a tile is a rectangle of output cells
             src = int(tiling.labels[t].argmax())
             expected = F.interpolate(x[src:src + 1], size=(32 * (r1 - r0), 32 * (c1 - c0)), mode="bilinear",

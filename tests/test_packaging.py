@@ -24,7 +24,8 @@ def _can_build_without_isolation() -> bool:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """``pip wheel --no-deps`` of a copy of the tree (the build writes build/ and *.egg-info beside its input)."""
+    """``pip wheel --no-deps`` of a copy of the tree (the build writes build/ and *.egg-info beside its
+    input)."""
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
@@ -56,20 +57,23 @@ def test_installed_wheel_runs_outside_the_tree(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    purelib = Path(subprocess.run([str(python), "-c",
+                                   "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                   check=True, capture_output=True, text=True).stdout.strip())
     # dependencies from this environment: a plain path entry, so its editable-install hook is not run
     (purelib / "deps.pth").write_text("\n".join(sorted({sysconfig.get_paths()["purelib"],
                                                         sysconfig.get_paths()["platlib"]})) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-                           "--disable-pip-version-check", "-q", str(wheel)], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                           "--no-index", "--disable-pip-version-check", "-q", str(wheel)],
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    where = subprocess.run([str(python), "-c", "import wsss, glmix_viz; print(wsss.__file__, glmix_viz.__file__)"],
+    where = subprocess.run([str(python), "-c",
+                            "import wsss, glmix_viz; print(wsss.__file__, glmix_viz.__file__)"],
                            cwd=tmp_path, check=True, capture_output=True, text=True).stdout
     assert str(ROOT) not in where and str(venv) in where  # the installed copy, not the source tree
     out = tmp_path / "ev"
     proc = subprocess.run([str(venv / "bin" / "glmix-wsss"), "make-emojivoc", "--train", "2", "--val", "1",
-                           "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+                           "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list(out.rglob("*.jpg"))) == 3 and len(list(out.rglob("SegmentationClass/*.png"))) == 3

@@ -63,7 +63,8 @@ def test_writes_palette_pngs_for_every_id(reference, tiny_voc):
         assert list(scores["classes"]) == sorted(allowed - {0})
 
 
-def test_interrupted_run_resumes_to_identical_output(reference, tiny_voc, tiny_ckpt, tmp_path, monkeypatch, capsys):
+def test_interrupted_run_resumes_to_identical_output(reference, tiny_voc, tiny_ckpt, tmp_path, monkeypatch,
+                                                     capsys):
     out = tmp_path / "out"
     calls = {"n": 0}
     save = pipeline.save_mask
@@ -97,7 +98,8 @@ def test_score_counts_missing_predictions(reference, tiny_voc, tmp_path, capsys)
 
 def test_ground_truth_scores_100(tiny_voc, tmp_path, capsys):
     layout = VOCLayout(tiny_voc)
-    assert cli.main(["score", "--pred", str(layout.mask_dir()), "--voc-root", str(tiny_voc), "--split", "train"]) == 0
+    assert cli.main(["score", "--pred", str(layout.mask_dir()), "--voc-root", str(tiny_voc),
+                     "--split", "train"]) == 0
     assert "mIoU            100.00" in capsys.readouterr().out
 
 
@@ -230,7 +232,8 @@ def test_pipeline_from_evidence_equals_pipeline_from_model(tiny_voc, tiny_ckpt):
     image = np.asarray(load_image(layout.image(image_id), max_side=160))
     classes = sorted(c + 1 for c in np.flatnonzero(layout.image_labels([image_id])[image_id]))
     base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,), slot_blocks=(2, 4)), crf=None,
-                                      regions=None)  # region relabelling needs the model: tests/test_regions.py
+                                      # region relabelling needs the model: tests/test_regions.py
+                                      regions=None)
     cases = {  # config -> the blocks its evidence must hold
         "default": (base, (1, 2, 3, 4)),  # the slot classifier uses every block
         "cam": (replace(base, method="cam"), ()),
@@ -260,10 +263,12 @@ def test_pipeline_from_evidence_equals_pipeline_from_model(tiny_voc, tiny_ckpt):
 def test_named_model_without_weights_is_an_error(tiny_voc, tmp_path, monkeypatch, capsys):
     """pseudo-labels never swaps a named model for the demo; a missing --checkpoint is 'no such file'."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    base = ["-q", "pseudo-labels", "--voc-root", str(tiny_voc), "--split", "train", "--out", str(tmp_path / "pl")]
+    base = ["-q", "pseudo-labels", "--voc-root", str(tiny_voc), "--split", "train",
+            "--out", str(tmp_path / "pl")]
     assert cli.main([*base, "--model", "glnet_4g"]) == 2
     err = capsys.readouterr().err
-    assert f"expected {tmp_path / 'empty' / 'hub' / 'checkpoints' / 'glnet_4g.pth'}" in err and "--checkpoint" in err
+    assert (f"expected {tmp_path / 'empty' / 'hub' / 'checkpoints' / 'glnet_4g.pth'}" in err
+            and "--checkpoint" in err)
     assert cli.main([*base, "--checkpoint", str(tmp_path / "nope.pth")]) == 2
     assert f"no such file: {tmp_path / 'nope.pth'}" in capsys.readouterr().err
     assert not (tmp_path / "pl").exists() or not list((tmp_path / "pl").glob("*.png"))
@@ -272,8 +277,10 @@ def test_named_model_without_weights_is_an_error(tiny_voc, tmp_path, monkeypatch
 def test_bad_out_and_thresholds_are_refused_before_work(reference, tiny_voc, tiny_ckpt, tmp_path, capsys):
     afile = tmp_path / "taken"
     afile.write_text("x")
-    assert cli.main(args(tiny_voc, tmp_path / "nope.pth", afile)) == 2  # --out is checked before the checkpoint
-    assert capsys.readouterr().err.strip().startswith(f"glmix-wsss: error: --out {afile} exists and is not a folder")
+    # --out is checked before the checkpoint
+    assert cli.main(args(tiny_voc, tmp_path / "nope.pth", afile)) == 2
+    assert capsys.readouterr().err.strip().startswith(f"glmix-wsss: error: --out {afile} "
+                                                      "exists and is not a folder")
     score = ["score", "--voc-root", str(tiny_voc), "--split", "train", "--pred", str(reference), "--sweep-bg"]
     for bad in ("0.5:0.1:0.05", "", "0.1:0.5", "0.1:0.5:0", "0.1:x:0.1"):
         assert cli.main([*score, "--thresholds", bad]) == 2
@@ -285,11 +292,13 @@ def test_bad_out_and_thresholds_are_refused_before_work(reference, tiny_voc, tin
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_rerun_completes(reference, tiny_voc, tiny_ckpt, tmp_path):
-    """SIGINT to a running pseudo-labels: one line, exit 130, no traceback, no partial file; the rerun resumes."""
+    """SIGINT to a running pseudo-labels: one line, exit 130, no traceback, no partial file; the rerun
+    resumes."""
     from .conftest import interrupt_after_first_output
 
     out = tmp_path / "out"
-    code, err = interrupt_after_first_output([sys.executable, "-m", "wsss.cli", *args(tiny_voc, tiny_ckpt, out)], out)
+    code, err = interrupt_after_first_output([sys.executable, "-m", "wsss.cli",
+                                              *args(tiny_voc, tiny_ckpt, out)], out)
     assert code == 130, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].endswith("images; rerun the same command to resume")
@@ -299,21 +308,24 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(reference, tiny_voc, tiny_
 
 
 def test_manifest_records_the_run_and_guards_resumes(reference, tiny_voc, tiny_ckpt, tmp_path, capsys):
-    """OUT/manifest.json holds model, checkpoint hash, labels and config; a rerun with other settings is refused
-    (naming what differs) unless --overwrite, which redoes every mask."""
+    """OUT/manifest.json holds model, checkpoint hash, labels and config; a rerun with other settings is
+    refused (naming what differs) unless --overwrite, which redoes every mask."""
     import json
 
     from wsss.manifest import file_sha256
 
     manifest = json.loads((reference / "manifest.json").read_text())
     assert manifest["model"] == "test_glnet" and manifest["checkpoint"] == str(tiny_ckpt)
-    assert manifest["checkpoint_sha256"] == file_sha256(tiny_ckpt) == hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
-    assert manifest["config"]["evidence"]["scales"] == [1.0, 0.5] and manifest["config"]["crf"]["iterations"] == 3
+    assert (manifest["checkpoint_sha256"] == file_sha256(tiny_ckpt)
+            == hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest())
+    assert (manifest["config"]["evidence"]["scales"] == [1.0, 0.5]
+            and manifest["config"]["crf"]["iterations"] == 3)
     assert manifest["labels"] == {"source": "auto", "file": None} and manifest["run"]["save_scores"] is True
 
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores")) == 0  # same settings: resumes (all there)
+    # same settings: resumes (all there)
+    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores")) == 0
     assert cli.main(args(tiny_voc, tiny_ckpt, out, "--crf-iterations", "2")) == 2
     err = capsys.readouterr().err.strip()
     assert "config.crf.iterations: 3 -> 2" in err and "--overwrite" in err and len(err.splitlines()) == 1

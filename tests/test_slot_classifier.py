@@ -53,7 +53,8 @@ def test_fit_matches_sklearn_logistic_regression():
 
 
 def _two_region_image():
-    """Slots split a 16x16 grid into left (slot 0) and right (slot 1) halves; evidence peaks on a left patch."""
+    """Slots split a 16x16 grid into left (slot 0) and right (slot 1) halves; evidence peaks on a left
+    patch."""
     h = w = 16
     left = torch.zeros(h, w, dtype=torch.bool)
     left[:, :8] = True

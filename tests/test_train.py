@@ -62,12 +62,14 @@ def test_checkpoints_and_resume(voc, tmp_path):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(voc, tmp_path, capsys):
-    code = cli.main(["train", "--voc-root", str(voc), "--out", str(tmp_path / "none"), "--batch-size", "8", "--resume"])
+    code = cli.main(["train", "--voc-root", str(voc), "--out", str(tmp_path / "none"), "--batch-size", "8",
+                     "--resume"])
     assert code == 2 and "checkpoint-last.pth" in capsys.readouterr().err
 
 
 def test_classifier_starts_at_label_prior_unless_a_trained_head_is_loaded(voc, tmp_path):
-    """A new head starts at log(p / (1 - p)) of the label frequencies; a head loaded with --init-checkpoint is kept."""
+    """A new head starts at log(p / (1 - p)) of the label frequencies; a head loaded with --init-checkpoint is
+    kept."""
     labels = VOCLayout(voc).image_labels(VOCLayout(voc).ids("train"))
     prior = np.stack(list(labels.values())).mean(0).clip(1e-3, 1 - 1e-3)
     fresh = tmp_path / "fresh"
@@ -108,11 +110,13 @@ def test_ema_weights_are_evaluated_kept_as_best_and_resumed(voc, tmp_path):
     follow = tmp_path / "follow"
     train(config(voc, follow, epochs=1, ema_decay=1e-12), progress=False)
     last = read_checkpoint(follow / "checkpoint-last.pth")
-    assert all(torch.allclose(last["model_ema"][k].float(), v.float(), atol=1e-6) for k, v in last["model"].items())
+    assert all(torch.allclose(last["model_ema"][k].float(), v.float(), atol=1e-6)
+               for k, v in last["model"].items())
 
 
 def test_mosaic_training_is_reproducible_and_checks_the_input_size(voc, tmp_path, capsys):
-    """--mosaic: the same seed gives the same weights (mosaics depend on seed and step); a bad size is an error."""
+    """--mosaic: the same seed gives the same weights (mosaics depend on seed and step); a bad size is an
+    error."""
     runs = []
     for name in ("a", "b"):
         train(config(voc, tmp_path / name, epochs=1, mosaic=1.0), progress=False)
@@ -128,7 +132,8 @@ def test_mosaic_training_is_reproducible_and_checks_the_input_size(voc, tmp_path
 
 
 def test_position_negatives_are_reproducible_and_change_what_is_learned(voc, tmp_path):
-    """--position-negatives, with and without mosaics: same seed same weights; the term changes the weights."""
+    """--position-negatives, with and without mosaics: same seed same weights; the term changes the
+    weights."""
     for mosaic in (0.0, 0.5):
         runs = []
         for name in ("a", "b", "off"):
@@ -140,7 +145,8 @@ def test_position_negatives_are_reproducible_and_change_what_is_learned(voc, tmp
 
 
 def test_pos_weight_parses_names_and_weights_the_positives(voc, tmp_path, capsys):
-    """--pos-weight bird=4: 20 weights in class order; all-ones equals no weighting; other weights change training."""
+    """--pos-weight bird=4: 20 weights in class order; all-ones equals no weighting; other weights change
+    training."""
     weights = commands._pos_weight("bird=4, person=2")
     assert len(weights) == 20 and weights[2] == 4.0 and weights[14] == 2.0 and sum(weights) == 18 + 6
     assert commands._pos_weight("") == ()
@@ -152,5 +158,6 @@ def test_pos_weight_parses_names_and_weights_the_positives(voc, tmp_path, capsys
     with pytest.raises(ValueError, match="20"):
         train(config(voc, tmp_path / "short", pos_weight=(2.0,)), progress=False)
     for bad in ("birds=4", "bird=0", "bird"):
-        assert cli.main(["train", "--voc-root", str(voc), "--out", str(tmp_path / "bad"), "--pos-weight", bad]) == 2
+        assert cli.main(["train", "--voc-root", str(voc), "--out", str(tmp_path / "bad"),
+                         "--pos-weight", bad]) == 2
         assert "--pos-weight" in capsys.readouterr().err

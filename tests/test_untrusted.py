@@ -89,7 +89,8 @@ def test_checkpoint_payloads_are_skipped_in_every_format(tmp_path, marker, fmt, 
 
     ckpt = read_checkpoint(path, mmap=mmap)
     assert not marker.exists()
-    assert isinstance(ckpt["evil"], Skipped) and "system" in repr(ckpt["evil"]) and "skipped" in repr(ckpt["evil"])
+    assert (isinstance(ckpt["evil"], Skipped) and "system" in repr(ckpt["evil"])
+            and "skipped" in repr(ckpt["evil"]))
     assert isinstance(ckpt["args"], Skipped) and ckpt["args"].qualname == "argparse.Namespace"
     assert ckpt["epoch"] == 299
     model = load_checkpoint(timm.create_model("test_glnet"), path, checkpoint=ckpt)
@@ -140,8 +141,8 @@ def test_glmix_viz_cli_refuses_the_attack_in_one_line(tmp_path, marker, capsys):
     with open(path, "wb") as f:
         pickle.dump({"model": fx["state_dict"], "args": Payload(marker)}, f)
     image = DATA / "voc_sample" / "VOCdevkit" / "VOC2012" / "JPEGImages" / "2007_000032.jpg"
-    code = viz_cli.main([str(image), "--model", "test_glnet", "--checkpoint", str(path), "--out", str(tmp_path / "o"),
-                         "-q"])
+    code = viz_cli.main([str(image), "--model", "test_glnet", "--checkpoint", str(path),
+                         "--out", str(tmp_path / "o"), "-q"])
     err = capsys.readouterr().err
     assert code == 2 and not marker.exists()
     assert str(path) in err and "--trust-checkpoint" in err and len(err.strip().splitlines()) == 1
@@ -154,7 +155,8 @@ def test_restricted_unpickler_reads_plain_data_in_every_protocol():
         "sets": ({1, 2}, frozenset({3})), "slice": slice(1, 5, 2),
         "ordered": collections.OrderedDict(a=1, b=[2]), "counter": collections.Counter("aab"),
         "array": np.arange(6, dtype=np.int16).reshape(2, 3), "fortran": np.asfortranarray(np.eye(3)),
-        "scalar": np.float32(2.5), "dtype": np.dtype(">f8"), "objects": np.array([{"k": 1}, None], dtype=object),
+        "scalar": np.float32(2.5), "dtype": np.dtype(">f8"),
+        "objects": np.array([{"k": 1}, None], dtype=object),
     }
     for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
         got = restricted_loads(pickle.dumps(data, protocol=protocol))
@@ -179,14 +181,15 @@ def test_restricted_unpickler_refuses_code(payload):
     assert isinstance(restricted_loads(calls[payload], on_unknown="placeholder"), Skipped)
 
 
-# --- cls_labels.npy ---------------------------------------------------------------------------------------------
+# --- cls_labels.npy -----------------------------------------------------------------------------------------
 
 
 def test_cls_labels_reader_equals_numpy_on_the_official_file():
     reference = np.load(CLS_LABELS, allow_pickle=True).item()  # the file shipped with the tests: trusted
     got = load_cls_labels(CLS_LABELS)
     assert got.keys() == {int(k) for k in reference}
-    assert all(np.array_equal(got[int(k)], v) and got[int(k)].dtype == np.float32 for k, v in reference.items())
+    assert all(np.array_equal(got[int(k)], v) and got[int(k)].dtype == np.float32
+               for k, v in reference.items())
 
 
 def test_cls_labels_round_trip(tmp_path):
@@ -216,8 +219,9 @@ def test_wsss_cli_refuses_the_label_payload(tmp_path, marker, capsys):
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny20.pth"
     torch.save({"model": timm.create_model("test_glnet", num_classes=20).state_dict()}, ckpt)
-    code = wsss_cli.main(["-q", "pseudo-labels", "--voc-root", str(voc), "--split", "train", "--model", "test_glnet",
-                          "--checkpoint", str(ckpt), "--out", str(tmp_path / "pl"), "--labels-from", "npy"])
+    code = wsss_cli.main(["-q", "pseudo-labels", "--voc-root", str(voc), "--split", "train",
+                          "--model", "test_glnet", "--checkpoint", str(ckpt), "--out", str(tmp_path / "pl"),
+                          "--labels-from", "npy"])
     err = capsys.readouterr().err
     assert code == 2 and not marker.exists()
     assert str(labels) in err and "expected a dict" in err and len(err.strip().splitlines()) == 1
@@ -251,7 +255,7 @@ def test_not_an_npy_file_is_named(tmp_path):
         load_npy(truncated)
 
 
-# --- .npz, XML, images ------------------------------------------------------------------------------------------
+# --- .npz, XML, images --------------------------------------------------------------------------------------
 
 
 def test_npz_with_pickled_arrays_is_refused(tmp_path, marker):
@@ -272,8 +276,8 @@ def test_score_sweep_refuses_pickled_scores(tmp_path, marker, capsys):
     (tmp_path / "pred" / "scores").mkdir(parents=True)
     np.savez(tmp_path / "pred" / "scores" / f"{image_id}.npz", scores=np.zeros((0, 2, 2), np.float32),
              classes=np.array([Payload(marker)], dtype=object))
-    code = wsss_cli.main(["score", "--voc-root", str(voc), "--split", "train", "--pred", str(tmp_path / "pred"),
-                          "--sweep-bg"])
+    code = wsss_cli.main(["score", "--voc-root", str(voc), "--split", "train",
+                          "--pred", str(tmp_path / "pred"), "--sweep-bg"])
     assert code == 2 and not marker.exists()
     assert "holds pickled object arrays" in capsys.readouterr().err
 
@@ -296,7 +300,8 @@ EXTERNAL = b"""<?xml version="1.0"?>
 
 @pytest.mark.parametrize("name,data", [
     ("laughs", LAUGHS), ("external", EXTERNAL), ("doctype_only", b"<!DOCTYPE annotation>" + VOC_XML),
-    ("utf16", EXTERNAL.replace(b'version="1.0"', b'version="1.0" encoding="UTF-16"').decode().encode("utf-16")),
+    ("utf16",
+     EXTERNAL.replace(b'version="1.0"', b'version="1.0" encoding="UTF-16"').decode().encode("utf-16")),
 ])
 def test_xml_with_a_dtd_is_refused(tmp_path, name, data):
     path = tmp_path / f"{name}.xml"
@@ -319,14 +324,15 @@ def test_plain_xml_is_parsed(tmp_path):
 
 
 def png_header(width, height):
-    """A PNG that declares ``width x height`` pixels but holds almost nothing: a decompression bomb's header."""
+    """A PNG that declares ``width x height`` pixels but holds almost nothing: a decompression bomb's
+    header."""
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)  # 8-bit palette
     plte = bytes(range(3)) * 1
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"PLTE", plte) + chunk(b"IDAT", zlib.compress(b"")) \
-        + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"PLTE", plte) \
+        + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 def test_decompression_bombs_are_refused_by_name(tmp_path):

@@ -63,8 +63,10 @@ def _annotation(*objects: str, part: bool = True) -> str:
     """A VOC 2012 annotation XML (its real structure) with the given object names."""
     body = "".join(
         f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
-        f"<difficult>{k % 2}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox>"
-        + ("<part><name>head</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>3</xmax><ymax>3</ymax></bndbox></part>"
+        f"<difficult>{k % 2}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin>"
+        f"<xmax>9</xmax><ymax>9</ymax></bndbox>"
+        + ("<part><name>head</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
+           "<xmax>3</xmax><ymax>3</ymax></bndbox></part>"
            if part and name == "person" else "")
         + "</object>"
         for k, name in enumerate(objects))

@@ -34,7 +34,8 @@ COMMAND --help shows each command's options.""",
     "pseudo-labels": """examples:
   glmix-wsss pseudo-labels --voc-root data/emojivoc --split train --out pl/     # bundled demo model
   glmix-wsss pseudo-labels --voc-root ~/data/VOC --split train --model glnet_stl --head imagenet --out pl_stl/
-  glmix-wsss pseudo-labels --voc-root ~/data/VOC --checkpoint runs/stl/checkpoint-best.pth --out pl/ --save-scores
+  glmix-wsss pseudo-labels --voc-root ~/data/VOC --checkpoint runs/stl/checkpoint-best.pth --out pl/ """
+    """--save-scores
 A rerun into the same --out resumes; with other settings it stops (--overwrite redoes everything).""",
     "score": """examples:
   glmix-wsss score --voc-root ~/data/VOC --split train --pred pl/
@@ -46,8 +47,8 @@ def _add_label_args(parser: argparse.ArgumentParser) -> None:
     """``--labels`` and ``--labels-from``: where image-level labels come from."""
     parser.add_argument("--labels", type=Path, help="cls_labels.npy (default: VOC_ROOT/voc12/cls_labels.npy)")
     parser.add_argument("--labels-from", choices=LABEL_SOURCES, default="auto",
-                        help="image-level labels: npy (--labels), masks, xml (Annotations/<id>.xml), or auto: "
-                             "the npy file if there, else each image's mask, else its annotation")
+                        help="image-level labels: npy (--labels), masks, xml (Annotations/<id>.xml), or "
+                             "auto: the npy file if there, else each image's mask, else its annotation")
 
 
 def _make_emojivoc_args(p: argparse.ArgumentParser) -> None:
@@ -59,7 +60,8 @@ def _make_emojivoc_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--voc-root", type=Path, required=True, help="folder holding VOCdevkit/ (and voc12/cls_labels.npy)")
+    p.add_argument("--voc-root", type=Path, required=True,
+                   help="folder holding VOCdevkit/ (and voc12/cls_labels.npy)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl)")
     p.add_argument("--model", default="glnet_demo", help="architecture to train (a registered GLNet)")
     p.add_argument("--init-checkpoint", type=Path,
@@ -87,13 +89,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="keep an exponential moving average of the weights (e.g. 0.999; 0: off); "
                         "it is what is evaluated and saved as best")
     p.add_argument("--mosaic", type=float, default=0.0,
-                   help="fraction of training images replaced by mosaics of up to 3x3 training images, each tile "
-                        "classified on its own: sharper CAMs (needs --input-size a multiple of 32; 0: off)")
+                   help="fraction of training images replaced by mosaics of up to 3x3 training images, "
+                        "each tile classified on its own: sharper CAMs (needs --input-size a multiple of "
+                        "32; 0: off)")
     p.add_argument("--position-negatives", type=float, default=0.0,
-                   help="weight of a per-position loss on classes absent from the image or mosaic tile (0: off)")
+                   help="weight of a per-position loss on classes absent from the image or mosaic tile "
+                        "(0: off)")
     p.add_argument("--pos-weight", default="",
-                   help="BCE weight of a class's positives, e.g. bird=4,person=2 (others 1): more loss on classes "
-                        "the model finds hard")
+                   help="BCE weight of a class's positives, e.g. bird=4,person=2 (others 1): more loss "
+                        "on classes the model finds hard")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pth")
 
 
@@ -102,25 +106,29 @@ def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
                    help="folder holding VOCdevkit/VOC2012 (and voc12/cls_labels.npy)")
     p.add_argument("--split", default="train", help="image list: ImageSets/Segmentation/SPLIT.txt")
     p.add_argument("--checkpoint", type=Path,
-                   help="weights file (default: --model's file in the torch hub cache, or the bundled demo model)")
+                   help="weights file (default: --model's file in the torch hub cache, or the bundled "
+                        "demo model)")
     p.add_argument("--model", default=None,
                    help="architecture; without --checkpoint its weights must be in the torch hub cache "
                         "(default: the checkpoint's best fit, or glnet_demo)")
     p.add_argument("--head", choices=("own", "imagenet"), default="own",
-                   help="own: the model's 20-class VOC head; imagenet: an ImageNet head mapped to VOC classes")
+                   help="own: the model's 20-class VOC head; imagenet: an ImageNet head mapped to "
+                        "VOC classes")
     p.add_argument("--out", type=Path, required=True,
                    help="folder of <id>.png palette masks and manifest.json (what made them)")
     _add_label_args(p)
     p.add_argument("--method", choices=("cam", "slots"), default="slots",
-                   help="cam: multi-scale CAM only (the standard protocol); slots: CAM refined by GLMix slots")
+                   help="cam: multi-scale CAM only (the standard protocol); slots: CAM refined by "
+                        "GLMix slots")
     from .pipeline import PseudoLabelConfig  # the defaults live there
     from .regions import RegionParams
 
     default = PseudoLabelConfig()
     p.add_argument("--blocks", default=",".join(map(str, default.resolved_evidence.slot_blocks)),
-                   help="GLMix block ordinals whose slots refine the CAM (--method slots; the slot classifier "
-                        "uses every block)")
-    p.add_argument("--slot-mix", type=float, default=default.slot_mix, help="weight of slot-refined maps vs the CAM")
+                   help="GLMix block ordinals whose slots refine the CAM (--method slots; the slot "
+                        "classifier uses every block)")
+    p.add_argument("--slot-mix", type=float, default=default.slot_mix,
+                   help="weight of slot-refined maps vs the CAM")
     p.add_argument("--slot-sharpness", type=float, default=default.slot_sharpness,
                    help="factor on the slot logits before clustering and dispatch (>1: harder slots)")
     p.add_argument("--slot-baseline", type=float, default=default.slot_baseline,
@@ -134,7 +142,8 @@ def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-bg", type=float, default=seeds.background,
                    help="--slot-classifier: best class score below which a pixel is a background seed")
     p.add_argument("--classifier-weight", type=float, default=seeds.weight,
-                   help="--slot-classifier: weight of its probabilities against the scores' (1: classifier only)")
+                   help="--slot-classifier: weight of its probabilities against the scores' "
+                        "(1: classifier only)")
     slot_ev, cam_ev = default.resolved_evidence, PseudoLabelConfig(method="cam").resolved_evidence
 
     def csv(values) -> str:
@@ -154,17 +163,19 @@ def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bg", choices=("constant", "power"), default="constant",
                    help="background score: constant (--bg-threshold) or PSA's power of the foreground")
     p.add_argument("--bg-threshold", type=float, default=default.background.threshold,
-                   help="constant background score (IRN uses 0.15 for CNN CAMs; measured for GLNets in the README)")
-    p.add_argument("--bg-power", type=float, default=default.background.power, help="PSA's (1 - max fg) ** power")
+                   help="constant background score (IRN uses 0.15 for CNN CAMs; measured for GLNets "
+                        "in docs/wsss.md, 'Why each default')")
+    p.add_argument("--bg-power", type=float, default=default.background.power,
+                   help="PSA's (1 - max fg) ** power")
     p.add_argument("--confident", metavar="FG,BG",
-                   help="IRN's confident/ignore regions instead of --bg: label with background FG and with BG "
-                        "(e.g. 0.30,0.05); pixels where the two disagree become 255")
+                   help="IRN's confident/ignore regions instead of --bg: label with background FG and with "
+                        "BG (e.g. 0.30,0.05); pixels where the two disagree become 255")
     p.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True,
                    help="refine the mask with a dense CRF (pydensecrf)")
     p.add_argument("--region-relabel", action=argparse.BooleanOptionalAction, default=False,
-                   help="classify each labelled region of the finished mask with the rest of the image masked "
-                        "out, and relabel it where another of the image's classes wins by --region-margin "
-                        "(off by default: measured in the README)")
+                   help="classify each labelled region of the finished mask with the rest of the image "
+                        "masked out, and relabel it where another of the image's classes wins by "
+                        "--region-margin (off by default: measured in docs/wsss.md)")
     p.add_argument("--region-margin", type=float, default=RegionParams().margin,
                    help="--region-relabel: probability margin the best class needs over the region's class")
     p.add_argument("--crf-iterations", type=int, default=10, help="mean-field iterations of the CRF")
@@ -181,7 +192,8 @@ def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
 
 def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pred", type=Path, required=True, help="folder of <id>.png label maps")
-    p.add_argument("--voc-root", type=Path, required=True, help="folder holding VOCdevkit/VOC2012 (ground truth)")
+    p.add_argument("--voc-root", type=Path, required=True,
+                   help="folder holding VOCdevkit/VOC2012 (ground truth)")
     p.add_argument("--split", default="train", help="image list: ImageSets/Segmentation/SPLIT.txt")
     p.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -195,16 +207,19 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 def _parser(wanted: Optional[Set[str]] = None) -> argparse.ArgumentParser:
     """The parser; ``wanted``: the commands whose options are added (``None``: all). ``glmix-wsss --help``
     and ``--version`` need none, and then import no torch."""
-    p = argparse.ArgumentParser(prog="glmix-wsss", description="Weakly-supervised segmentation with GLNet slots.",
+    p = argparse.ArgumentParser(prog="glmix-wsss",
+                                description="Weakly-supervised segmentation with GLNet slots.",
                                 formatter_class=HelpFormatter, epilog=_EXAMPLES["glmix-wsss"])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     commands = (
-        ("make-emojivoc", "generate EmojiVOC (VOC classes as emoji, exact masks, VOC layout)", _make_emojivoc_args),
+        ("make-emojivoc", "generate EmojiVOC (VOC classes as emoji, exact masks, VOC layout)",
+         _make_emojivoc_args),
         ("train", "image-level multi-label training of a GLNet on a VOC-format dataset", _train_args),
-        ("pseudo-labels", "pseudo-masks of a split from image-level labels (palette PNGs)", _pseudo_labels_args),
+        ("pseudo-labels", "pseudo-masks of a split from image-level labels (palette PNGs)",
+         _pseudo_labels_args),
         ("score", "mIoU of predicted masks against a split's ground truth", _score_args),
     )
     for name, text, add_options in commands:
@@ -215,7 +230,8 @@ def _parser(wanted: Optional[Set[str]] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``glmix-wsss``; returns the exit status (0 ok, 1 failed, 2 bad usage, 130 interrupted)."""
+    """Entry point of ``glmix-wsss``; returns the exit status (0 ok, 1 failed, 2 bad usage,
+    130 interrupted)."""
     try:
         return _main(argv)
     except RunInterrupted as stop:
@@ -230,7 +246,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser(wanted=set(argv) & set(_EXAMPLES))  # only the named command's options (and imports)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="glmix-wsss: %(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="glmix-wsss: %(message)s")
     progress = not args.quiet and sys.stderr.isatty()
     if args.command is None:
         parser.print_help(sys.stderr)

@@ -55,7 +55,8 @@ def _evidence(args: argparse.Namespace, blocks: Tuple[int, ...]) -> EvidenceConf
 
 
 def _regions(on: bool, margin: float) -> Optional[RegionParams]:
-    params = RegionParams(margin=margin)  # checked even when off: a bad --region-margin is an error either way
+    params = RegionParams(margin=margin)  # checked even when off: a bad --region-margin is an error
+    # either way
     return params if on else None
 
 
@@ -109,8 +110,8 @@ def train_command(args: argparse.Namespace, progress: bool = True) -> int:
 
 
 def load_model(checkpoint, model_name, head: str) -> Tuple[torch.nn.Module, str, Optional[Path]]:
-    """The model for pseudo-labels: a checkpoint (architecture given or guessed), a named model's weights in the
-    hub cache, or the bundled demo; a named model without weights is an error, never replaced.
+    """The model for pseudo-labels: a checkpoint (architecture given or guessed), a named model's weights
+    in the hub cache, or the bundled demo; a named model without weights is an error, never replaced.
 
     Returns:
         ``(model in eval mode, its registered name, its weights file or None for the bundled demo)``.
@@ -132,9 +133,9 @@ def load_model(checkpoint, model_name, head: str) -> Tuple[torch.nn.Module, str,
         weights = find_weights(model_name, checkpoint)
     except WeightsNotFoundError as err:
         raise ValueError(
-            f"no weights for --model {err.model}: expected {err.expected}. Download them from {MODEL_CARD_URL} "
-            "to that path, or pass --checkpoint FILE; without --model (or with --model glnet_demo) the bundled "
-            "demo model is used"
+            f"no weights for --model {err.model}: expected {err.expected}. Download them from "
+            f"{MODEL_CARD_URL} to that path, or pass --checkpoint FILE; without --model (or with --model "
+            "glnet_demo) the bundled demo model is used"
         ) from None
     if weights.path is None:
         model, what = load_demo_model()
@@ -255,7 +256,8 @@ def score_command(args: argparse.Namespace) -> int:
 
 
 def _threshold_range(text: str) -> np.ndarray:
-    """``--thresholds start:stop:step`` -> the thresholds, stop included; an error naming the flag otherwise."""
+    """``--thresholds start:stop:step`` -> the thresholds, stop included; an error naming the flag
+    otherwise."""
     try:
         values = tuple(float(v) for v in text.split(":")) if text.strip() else ()
     except ValueError:
@@ -278,17 +280,19 @@ def _sweep(args: argparse.Namespace, layout: VOCLayout, ids: List[str]) -> int:
             continue
         data = load_npz(path)  # never allow_pickle
         if "scores" not in data or "classes" not in data:
-            raise ValueError(f"{path}: expected arrays 'scores' and 'classes' (from pseudo-labels --save-scores), "
-                             f"found {sorted(data)}")
+            raise ValueError(f"{path}: expected arrays 'scores' and 'classes' (from pseudo-labels "
+                             f"--save-scores), found {sorted(data)}")
         scores, classes = data["scores"].astype(np.float32), [int(c) for c in data["classes"]]
         gt = read_mask(layout.mask(image_id))
         if scores.shape[1:] != gt.shape:
             from PIL import Image
 
-            scores = np.stack([np.asarray(Image.fromarray(s).resize(gt.shape[::-1], Image.Resampling.BILINEAR))
+            scores = np.stack([np.asarray(Image.fromarray(s).resize(gt.shape[::-1],
+                                                                    Image.Resampling.BILINEAR))
                                for s in scores]) if len(scores) else np.zeros((0, *gt.shape), np.float32)
         for t, acc in zip(thresholds, accs):
-            acc.add(labels_from_scores(with_background(scores, BackgroundParams("constant", float(t))), classes), gt)
+            acc.add(labels_from_scores(with_background(scores, BackgroundParams("constant", float(t))),
+                                       classes), gt)
     results = [(float(t), acc.summary()["miou"]) for t, acc in zip(thresholds, accs)]
     print(f"constant background threshold over {args.pred / 'scores'}: the saved scores, before the slot "
           "classifier and the CRF, so the best value here is not the full pipeline's")
@@ -301,5 +305,6 @@ def _sweep(args: argparse.Namespace, layout: VOCLayout, ids: List[str]) -> int:
         print(f"note: the best threshold is at the edge of the range ({args.thresholds}); widen --thresholds "
               "to see whether a value beyond it scores higher")
     if args.json:
-        args.json.write_text(json.dumps({"sweep": results, "best": best, "missing": len(missing)}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"sweep": results, "best": best, "missing": len(missing)},
+                                        indent=1) + "\n")
     return 1 if missing else 0

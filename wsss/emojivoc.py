@@ -62,7 +62,8 @@ def load_sprites() -> Tuple[Dict[int, List[Image.Image]], List[Image.Image]]:
     """Bundled sprites: ``({class index 1..20: [RGBA]}, [distractor RGBA])``."""
     manifest_path = SPRITES_DIR / "sprites.json"
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"emoji sprites missing: {manifest_path} (run scripts/render_emoji_sprites.py)")
+        raise FileNotFoundError(f"emoji sprites missing: {manifest_path} "
+                                "(run scripts/render_emoji_sprites.py)")
     manifest = json.loads(manifest_path.read_text())
     classes: Dict[int, List[Image.Image]] = {c: [] for c in range(1, len(VOC_CLASSES))}
     distractors: List[Image.Image] = []
@@ -121,7 +122,8 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
         photo = photos[int(rng.integers(0, len(photos)))]
         ph, pw = photo.shape[:2]
         scale = max(w / pw, h / ph) * rng.uniform(1.0, 1.6)
-        big = Image.fromarray(photo).resize((max(w, int(pw * scale)), max(h, int(ph * scale))), Image.Resampling.BILINEAR)
+        big = Image.fromarray(photo).resize((max(w, int(pw * scale)), max(h, int(ph * scale))),
+                                            Image.Resampling.BILINEAR)
         x0 = int(rng.integers(0, big.width - w + 1))
         y0 = int(rng.integers(0, big.height - h + 1))
         img = np.asarray(big.crop((x0, y0, x0 + w, y0 + h)), np.float32)
@@ -132,7 +134,8 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
 def _place(rng: np.random.Generator, sprite: Image.Image, w: int, h: int, size: float, cfg: EmojiVOCConfig):
     """Scale, flip and rotate a sprite; return it with a top-left position (may overhang the border)."""
     s = size / max(sprite.size)
-    img = sprite.resize((max(4, int(sprite.width * s)), max(4, int(sprite.height * s))), Image.Resampling.BICUBIC)
+    img = sprite.resize((max(4, int(sprite.width * s)), max(4, int(sprite.height * s))),
+                        Image.Resampling.BICUBIC)
     if rng.random() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     angle = rng.uniform(-cfg.max_rotation, cfg.max_rotation)
@@ -142,7 +145,8 @@ def _place(rng: np.random.Generator, sprite: Image.Image, w: int, h: int, size: 
     return img, (int(cx - img.width / 2), int(cy - img.height / 2))
 
 
-def render_scene(index: int, seed: int, cfg: EmojiVOCConfig = EmojiVOCConfig()) -> Tuple[Image.Image, np.ndarray]:
+def render_scene(index: int, seed: int,
+                 cfg: EmojiVOCConfig = EmojiVOCConfig()) -> Tuple[Image.Image, np.ndarray]:
     """One scene: ``(RGB image, (H, W) uint8 mask with 0..20 and 255 void)``."""
     rng = np.random.default_rng([seed, index])
     classes, distractors = load_sprites()
@@ -175,13 +179,16 @@ def render_scene(index: int, seed: int, cfg: EmojiVOCConfig = EmojiVOCConfig()) 
         edge[:, 1:] |= mask[:, 1:] != mask[:, :-1]
         edge[1:, :] |= mask[1:, :] != mask[:-1, :]
         size = cfg.void_width if cfg.void_width % 2 else cfg.void_width + 1
-        band = np.asarray(Image.fromarray(edge.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(size))) > 0
+        band = np.asarray(Image.fromarray(edge.astype(np.uint8) * 255)
+                          .filter(ImageFilter.MaxFilter(size))) > 0
         mask = np.where(band, IGNORE_INDEX, mask).astype(np.uint8)
     return canvas.convert("RGB"), mask
 
 
-def _write_scene(job: Tuple[int, str], *, seed: int, config: EmojiVOCConfig, voc: Path) -> Tuple[int, np.ndarray]:
-    """Render scene ``job = (i, image id)`` and write its JPEG and mask; returns ``(label key, labels (20,))``."""
+def _write_scene(job: Tuple[int, str], *, seed: int, config: EmojiVOCConfig,
+                 voc: Path) -> Tuple[int, np.ndarray]:
+    """Render scene ``job = (i, image id)`` and write its JPEG and mask; returns
+    ``(label key, labels (20,))``."""
     i, image_id = job
     image, mask = render_scene(i, seed, config)
     atomic_write(voc / "JPEGImages" / f"{image_id}.jpg",

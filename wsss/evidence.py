@@ -297,7 +297,7 @@ def compute_evidence(
             if flipped:
                 cam = cam.flip(-1)
             total += w_s * F.interpolate(cam[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-    per_class = torch.stack([total[[index[r] for r in head.groups[c - 1]]].amax(0) for c in classes]) if classes \
-        else image.new_zeros(0, H, W)
+    per_class = torch.stack([total[[index[r] for r in head.groups[c - 1]]].amax(0) for c in classes]) \
+        if classes else image.new_zeros(0, H, W)
     return Evidence(classes, normalise_by_max(per_class).float().cpu(), tuple(
         SlotMaps(s.ordinal, s.logits.cpu(), s.grid) for s in slots))

@@ -32,7 +32,8 @@ def load_split(layout: VOCLayout, split: str, size: int, *,
     """
     ids = layout.ids(split)
     labels = layout.image_labels(ids)
-    images = np.stack([np.asarray(Image.open(layout.image(i)).convert("RGB").resize((size, size), Image.BILINEAR))
+    images = np.stack([np.asarray(Image.open(layout.image(i)).convert("RGB").resize((size, size),
+                                                                                    Image.BILINEAR))
                        for i in tqdm(ids, desc=f"loading {split}", unit="img", disable=not progress)])
     return torch.from_numpy(images), torch.tensor(np.stack([labels[i] for i in ids]), dtype=torch.float32)
 
@@ -59,7 +60,8 @@ def augment(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def logits(net: nn.Module, images: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """``(N, outputs)`` outputs of ``net`` on ``images (N, S, S, 3)`` uint8, in eval mode (its mode is restored)."""
+    """``(N, outputs)`` outputs of ``net`` on ``images (N, S, S, 3)`` uint8, in eval mode (its mode is
+    restored)."""
     was_training = net.training
     net.eval()
     out = torch.cat([net(to_input(images[i:i + batch])) for i in range(0, len(images), batch)]).numpy()

@@ -128,8 +128,8 @@ def prepare_run_folder(out: Path, manifest: Dict[str, Any], *, overwrite: bool =
             raise ValueError(f"{out} holds masks made with other settings ({shown}); overwrite to redo them, "
                              "or choose another output folder")
     elif found:
-        raise ValueError(f"{out} holds {len(found)} masks or scores but no {MANIFEST} (made by an older version "
-                         "or another tool); overwrite to redo them, or choose another output folder")
+        raise ValueError(f"{out} holds {len(found)} masks or scores but no {MANIFEST} (made by an older "
+                         "version or another tool); overwrite to redo them, or choose another output folder")
     if write:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n"))

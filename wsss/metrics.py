@@ -43,7 +43,8 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, n_class: int = len(VOC_CL
     p = np.where(p == IGNORE_INDEX, n_class, p)
     for name, arr, hi in (("ground truth", g, n_class - 1), ("prediction", p, n_class)):
         if arr.size and (arr.min() < 0 or arr.max() > hi):
-            raise ValueError(f"{name} has values outside 0..{n_class - 1} and {IGNORE_INDEX}: {np.unique(arr)[:10]}")
+            raise ValueError(f"{name} has values outside 0..{n_class - 1} and {IGNORE_INDEX}: "
+                             f"{np.unique(arr)[:10]}")
     return np.bincount(g * (n_class + 1) + p, minlength=n_class * (n_class + 1)).reshape(n_class, n_class + 1)
 
 

@@ -52,7 +52,8 @@ def _cuts(cells: int, parts: int, rng: np.random.Generator) -> List[int]:
     """Boundaries ``[0, ..., cells]`` of ``parts`` pieces, none shorter than ``ceil(cells / (2 parts))``."""
     shortest = max(1, math.ceil(cells / (2 * parts)))
     for _ in range(50):
-        inner = sorted(rng.choice(np.arange(1, cells), parts - 1, replace=False).tolist()) if parts > 1 else []
+        inner = (sorted(rng.choice(np.arange(1, cells), parts - 1, replace=False).tolist()) if parts > 1
+                 else [])
         bounds = [0, *inner, cells]
         if min(np.diff(bounds)) >= shortest:
             return bounds
@@ -81,7 +82,8 @@ def make_mosaics(x: torch.Tensor, y: torch.Tensor, *, fraction: float, stride: i
     """
     B, _, H, W = x.shape
     if H % stride or W % stride:
-        raise ValueError(f"mosaics need an input size that is a multiple of the model's stride {stride}, got {H}x{W}")
+        raise ValueError(f"mosaics need an input size that is a multiple of the model's stride {stride}, "
+                         f"got {H}x{W}")
     gh, gw = H // stride, W // stride
     out = x.clone()
     index = torch.empty(B, gh, gw, dtype=torch.long)
@@ -90,7 +92,8 @@ def make_mosaics(x: torch.Tensor, y: torch.Tensor, *, fraction: float, stride: i
         rows = cols = 1
         if rng.random() < fraction:
             while True:  # a grid other than 1 x 1, uniformly (unless the output grid is a single cell)
-                rows, cols = int(rng.integers(1, min(max_grid, gh) + 1)), int(rng.integers(1, min(max_grid, gw) + 1))
+                rows, cols = (int(rng.integers(1, min(max_grid, gh) + 1)),
+                              int(rng.integers(1, min(max_grid, gw) + 1)))
                 if rows * cols > 1 or gh * gw == 1:
                     break
         if rows * cols == 1:  # a plain image: one tile
@@ -124,7 +127,8 @@ def tile_logits(model: nn.Module, features: torch.Tensor, tiling: Tiling) -> tor
     head = model.get_classifier()
     if getattr(model, "global_pool", "avg") != "avg" or not isinstance(head, nn.Linear):
         raise ValueError("mosaic training needs a model with average pooling and a linear head "
-                         f"(got global_pool={getattr(model, 'global_pool', None)!r}, head {type(head).__name__})")
+                         f"(got global_pool={getattr(model, 'global_pool', None)!r}, "
+                         f"head {type(head).__name__})")
     B, C, h, w = features.shape
     if tiling.index.shape != (B, h, w):
         raise ValueError(f"tiling grid {tuple(tiling.index.shape)} does not match the features' {(B, h, w)}")

@@ -49,8 +49,8 @@ _logger = logging.getLogger(__name__)
 #: The default pipeline's evidence: the CAMs at scales 0.5 (weight 2) and
 #: 0.375 on grids 4x finer than the model's (shift-and-stitch) plus the plain
 #: CAM at 1.0, flips, and the slots of blocks 2, 5, 10 captured at 1.0.
-#: Measured against the standard protocol's four plain scales in the README
-#: ("Weakly-supervised segmentation").
+#: Measured against the standard protocol's four plain scales in docs/experiments.md
+#: ("WSSS: the default's CAM (shift-and-stitch)").
 SLOT_EVIDENCE = EvidenceConfig(scales=(1.0, 0.5, 0.375), weights=(1.0, 2.0, 1.0), stitch=(1, 4, 4),
                                slot_blocks=(2, 5, 10))
 
@@ -75,7 +75,7 @@ class PseudoLabelConfig:
             used with ``method="slots"``.
         background: see :class:`BackgroundParams`; the default threshold 0.25 (not
             IRN's 0.15) and the slot settings were measured on EmojiVOC with
-            the bundled model (README, "Weakly-supervised segmentation").
+            the bundled model (docs/wsss.md, "Why each default").
         crf: dense CRF parameters, or ``None`` for no CRF.
         confident: IRN's confident/ignore regions (two constant backgrounds;
             pixels where they disagree become 255) instead of ``background``,
@@ -84,7 +84,7 @@ class PseudoLabelConfig:
             :mod:`wsss.regions`; needs the model, so only
             :func:`pseudo_label_image` applies it), or ``None`` (the
             default: it helped on four sets of images and hurt on one,
-            README).
+            docs/wsss.md, "Stages and options").
         max_side: images are shrunk to this longer side first (then labels upsampled back).
     """
 
@@ -104,11 +104,13 @@ class PseudoLabelConfig:
         if self.method not in ("cam", "slots"):
             raise ValueError(f"method={self.method!r}; expected 'cam' or 'slots'")
         if not 0 <= self.slot_baseline < 1:
-            raise ValueError(f"slot_baseline={self.slot_baseline} (--slot-baseline): expected a quantile in [0, 1)")
+            raise ValueError(f"slot_baseline={self.slot_baseline} (--slot-baseline): expected a quantile "
+                             "in [0, 1)")
 
     @property
     def resolved_evidence(self) -> EvidenceConfig:
-        """``evidence``, or the method's default when it is ``None`` (so ``replace(config, method=...)`` follows)."""
+        """``evidence``, or the method's default when it is ``None`` (so ``replace(config, method=...)``
+        follows)."""
         if self.evidence is not None:
             return self.evidence
         return SLOT_EVIDENCE if self.method == "slots" else EvidenceConfig()
@@ -153,7 +155,8 @@ def class_scores(evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConf
     if missing:
         raise ValueError(f"the evidence holds no slots of blocks {missing} (it has {sorted(by_ordinal)}); "
                          "compute it with evidence_config(model, config)")
-    scores = slot_refine(evidence.cams, [by_ordinal[b] for b in blocks], config.slot_mix, config.slot_sharpness)
+    scores = slot_refine(evidence.cams, [by_ordinal[b] for b in blocks], config.slot_mix,
+                         config.slot_sharpness)
     return subtract_baseline(scores, config.slot_baseline).numpy()
 
 
@@ -252,8 +255,9 @@ def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
 
 def run_pseudo_labels(
     model: torch.nn.Module, layout: VOCLayout, ids: Sequence[str], labels: Dict[str, np.ndarray], out: Path,
-    *, head: ClassHead, config: PseudoLabelConfig = PseudoLabelConfig(), device: torch.device = torch.device("cpu"),
-    save_scores: bool = False, rank: int = 0, world_size: int = 1, progress: bool = True,
+    *, head: ClassHead, config: PseudoLabelConfig = PseudoLabelConfig(),
+    device: torch.device = torch.device("cpu"), save_scores: bool = False, rank: int = 0, world_size: int = 1,
+    progress: bool = True,
 ) -> Dict[str, int]:
     """Write ``out/<id>.png`` for this rank's share of ``ids``; returns counts.
 
@@ -333,8 +337,8 @@ class _ProgressLog:
         rate = counts["written"] / max(now - self.start, 1e-9)
         left = self.total - done
         eta = _clock(left / rate) if rate > 0 else "?"
-        _logger.info("%d/%d images (%d written, %d skipped, %d failed), %.2f images/s, %s %s", done, self.total,
-                     counts["written"], counts["skipped"], counts["failed"], rate,
+        _logger.info("%d/%d images (%d written, %d skipped, %d failed), %.2f images/s, %s %s", done,
+                     self.total, counts["written"], counts["skipped"], counts["failed"], rate,
                      "took" if final else "ETA", _clock(now - self.start) if final else eta)
 
 

@@ -30,8 +30,8 @@ from .evidence import SlotMaps, normalise_by_max
 from .voc import IGNORE_INDEX
 
 __all__ = [
-    "CRFParams", "BackgroundParams", "ConfidentRegions", "slot_refine", "subtract_baseline", "with_background",
-    "dense_crf", "labels_from_scores", "confident_labels",
+    "CRFParams", "BackgroundParams", "ConfidentRegions", "slot_refine", "subtract_baseline",
+    "with_background", "dense_crf", "labels_from_scores", "confident_labels",
 ]
 
 
@@ -42,7 +42,7 @@ class BackgroundParams:
     The default threshold 0.25 was measured on EmojiVOC with the bundled model for
     the default pipeline (slot refinement, median baseline, dense CRF); plain
     GLNet CAMs are broader than the CNN CAMs for which IRN uses 0.15 and do
-    best near 0.4 (README, "Weakly-supervised segmentation").
+    best near 0.4 (docs/experiments.md, "Slot sharpness, blocks, background and CAM scales").
     """
 
     method: str = "constant"
@@ -70,8 +70,8 @@ class ConfidentRegions:
 
     def __post_init__(self) -> None:
         if not 0 <= self.background < self.foreground:
-            raise ValueError(f"confident regions (--confident FG,BG): need 0 <= background ({self.background}) < "
-                             f"foreground ({self.foreground})")
+            raise ValueError(f"confident regions (--confident FG,BG): need 0 <= background "
+                             f"({self.background}) < foreground ({self.foreground})")
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,8 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = CRFParam
 
     image = np.array(image, dtype=np.uint8, order="C", copy=True)  # pydensecrf needs a writable C buffer
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != probs.shape[1:]:
-        raise ValueError(f"image {image.shape} and probabilities {probs.shape} do not fit: need (H, W, 3) and (L, H, W)")
+        raise ValueError(f"image {image.shape} and probabilities {probs.shape} do not fit: need (H, W, 3) "
+                         "and (L, H, W)")
     L, H, W = probs.shape
     d = dcrf.DenseCRF2D(W, H, L)
     unary = -np.log(np.clip(probs, 1e-5, 1.0)).reshape(L, -1)

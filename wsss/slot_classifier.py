@@ -35,8 +35,8 @@ __all__ = [
 class SlotClassifierParams:
     """Seeds, grid and fit of the per-image slot classifier.
 
-    The defaults were measured on EmojiVOC with the bundled model (README,
-    "Weakly-supervised segmentation").
+    The defaults were measured on EmojiVOC with the bundled model
+    (docs/experiments.md, "Slot classifier variants").
 
     Attributes:
         foreground: a pixel whose best class score is at least this is a seed of that class.

@@ -32,7 +32,8 @@ from glmix_viz.models import checkpoint_num_classes, load_checkpoint, read_check
 from .mosaic import make_mosaics, position_negatives, tile_logits, whole_image_tiling
 from .voc import NUM_CLASSES, VOCLayout
 
-__all__ = ["TrainConfig", "VOCClassification", "average_precision", "mean_average_precision", "train", "evaluate"]
+__all__ = ["TrainConfig", "VOCClassification", "average_precision", "mean_average_precision", "train",
+           "evaluate"]
 
 _logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps in total (0: no limit), for smoke tests
     ema_decay: float = 0.0  # exponential moving average of the weights (0: off), evaluated and saved as best
     mosaic: float = 0.0  # fraction of training images replaced by mosaics with per-tile labels (wsss.mosaic)
-    position_negatives: float = 0.0  # weight of the per-position loss on classes absent from the tile (wsss.mosaic)
+    position_negatives: float = 0.0  # weight of the per-position loss on classes absent from the tile
+    # (wsss.mosaic)
     pos_weight: Tuple[float, ...] = ()  # BCE weight of each class's positives (20 values; empty: all 1)
 
     def __post_init__(self) -> None:
@@ -83,7 +85,8 @@ class VOCClassification(torch.utils.data.Dataset):
     """
 
     def __init__(self, layout: VOCLayout, split: str, *, size: int, train: bool,
-                 labels_file: Optional[str] = None, labels_from: str = "auto", min_scale: float = 0.8) -> None:
+                 labels_file: Optional[str] = None, labels_from: str = "auto",
+                 min_scale: float = 0.8) -> None:
         self.layout = layout
         self.ids = layout.ids(split)
         if not self.ids:
@@ -213,9 +216,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator,
         num_workers=config.workers, persistent_workers=config.workers > 0, pin_memory=device.type == "cuda",
     )
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size,
+                                             num_workers=config.workers)
     if len(train_loader) == 0:
-        raise ValueError(f"batch size {config.batch_size} is larger than the {len(train_set)} training images")
+        raise ValueError(f"batch size {config.batch_size} is larger than the {len(train_set)} "
+                         "training images")
 
     model = timm.create_model(config.model, num_classes=NUM_CLASSES - 1, drop_path_rate=config.drop_path)
     fresh_head = True
@@ -232,8 +237,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     pos_weight = torch.tensor(config.pos_weight, device=device) if config.pos_weight else None
     stride = model.feature_info[-1]["reduction"] if config.mosaic > 0 else 0
     if not 0 <= config.mosaic <= 1 or (stride and config.input_size % stride):
-        raise ValueError(f"--mosaic {config.mosaic} with --input-size {config.input_size}: mosaics need a fraction "
-                         f"in [0, 1] and an input size that is a multiple of the model's stride {stride}")
+        raise ValueError(f"--mosaic {config.mosaic} with --input-size {config.input_size}: mosaics need a "
+                         "fraction in [0, 1] and an input size that is a multiple of the model's stride "
+                         f"{stride}")
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "init_slots" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or "init_slots" in n]
     optimizer = torch.optim.AdamW(
@@ -274,7 +280,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         model.train()
         generator.manual_seed(config.seed + epoch)  # the epoch's order depends on the epoch only
         torch.manual_seed(config.seed + epoch)
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                   disable=not progress)
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
         for x, y in bar:
             for group in optimizer.param_groups:
@@ -310,8 +317,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             loss_sum += loss.item() * x.shape[0]
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
             if not progress and step % 25 == 0:  # a heartbeat for logs when there is no progress bar
-                _logger.info("epoch %d step %d/%d: loss %.4f, %.1f img/s", epoch + 1, step % steps_per_epoch or
-                             steps_per_epoch, steps_per_epoch, loss.item(), seen / (time.perf_counter() - t0))
+                _logger.info("epoch %d step %d/%d: loss %.4f, %.1f img/s", epoch + 1,
+                             step % steps_per_epoch or steps_per_epoch, steps_per_epoch, loss.item(),
+                             seen / (time.perf_counter() - t0))
             if config.max_steps and step >= config.max_steps:
                 break
         scored = model if ema is None else ema.module  # the weights that are evaluated and kept as best
@@ -336,8 +344,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                       "epoch": epoch, "val_map": val_map}, out / f"checkpoint-{epoch + 1:03d}.pth")
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
-        _logger.info("epoch %d: loss %.4f, val mAP %.4f, %.1f img/s", epoch + 1, metrics["train_loss"], val_map,
-                     metrics["images_per_s"])
+        _logger.info("epoch %d: loss %.4f, val mAP %.4f, %.1f img/s", epoch + 1, metrics["train_loss"],
+                     val_map, metrics["images_per_s"])
         if config.max_steps and step >= config.max_steps:
             break
     return metrics

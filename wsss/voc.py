@@ -42,7 +42,8 @@ __all__ = [
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
 )
 VOC_FOREGROUND = VOC_CLASSES[1:]
 NUM_CLASSES = len(VOC_CLASSES)
@@ -107,7 +108,8 @@ def labels_from_xml(path: PathLike) -> np.ndarray:
     return out
 
 
-_CLS_LABELS_FORMAT = "a dict of int image key (2007_000032 -> 2007000032) -> 20 numbers (IRN/PSA cls_labels.npy)"
+_CLS_LABELS_FORMAT = ("a dict of int image key (2007_000032 -> 2007000032) -> 20 numbers "
+                      "(IRN/PSA cls_labels.npy)")
 
 
 def load_cls_labels(path: PathLike) -> Dict[int, np.ndarray]:
@@ -143,7 +145,8 @@ def load_cls_labels(path: PathLike) -> Dict[int, np.ndarray]:
         except (TypeError, ValueError):
             labels = None
         if labels is None or labels.shape != (NUM_CLASSES - 1,) or isinstance(key, (bool, float)):
-            raise ValueError(f"{path}: entry {key!r}: {value!r:.60} does not fit; expected {_CLS_LABELS_FORMAT}")
+            raise ValueError(f"{path}: entry {key!r}: {value!r:.60} does not fit; expected "
+                             f"{_CLS_LABELS_FORMAT}")
         out[image_key] = labels
     return out
 
@@ -220,7 +223,8 @@ class VOCLayout:
             if path.is_file():
                 return path
         raise FileNotFoundError(
-            f"no list for split {split!r}: expected {self.voc / 'ImageSets' / 'Segmentation' / f'{split}.txt'} "
+            f"no list for split {split!r}: expected "
+            f"{self.voc / 'ImageSets' / 'Segmentation' / f'{split}.txt'} "
             f"(train_aug may also be {self.root / 'voc12' / 'train_aug.txt'})"
         )
 

@@ -25,13 +25,14 @@ __all__ = ["METHODS", "SlotClusters", "cluster_slots", "distance_matrix", "selec
 _logger = logging.getLogger(__name__)
 
 METHODS = ("auto", "sklearn_extra", "kmedoids")
-"""Accepted ``method`` values: ``auto`` prefers ``kmedoids`` (faster, same medoids), then scikit-learn-extra."""
+"""Accepted ``method`` values: ``auto`` prefers ``kmedoids`` (faster, same medoids), then \
+scikit-learn-extra."""
 
 Metric = Union[str, Callable[[np.ndarray, np.ndarray], float]]
 
 _INSTALL_HINT = {
     "sklearn_extra": "PIP_NO_BINARY=scikit-learn-extra pip install scikit-learn-extra "
-    "(built from source with a numpy>=2 build constraint, see the README)",
+    "(built from source with a numpy>=2 build constraint, see scripts/quickstart.sh)",
     "kmedoids": "pip install kmedoids",
 }
 

@@ -208,7 +208,8 @@ class SlotCapture:
             if block in (record.ordinal, record.name):
                 return record
         captured = ", ".join(f"{o}={n}" for o, n in self.blocks)
-        raise KeyError(f"no record for block {block!r}; captured blocks: {captured}; records: {len(self.records)}")
+        raise KeyError(f"no record for block {block!r}; captured blocks: {captured}; "
+                       f"records: {len(self.records)}")
 
     def __len__(self) -> int:
         return len(self.records)

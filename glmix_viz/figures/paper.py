@@ -48,7 +48,8 @@ __all__ = [
 
 RELEASE_COLORS = ("red", "orange", "brown", "deeppink")
 """Outline colours of the release's four representatives (orange, brown and red run together for
-colour-blind readers and orange against viridis' yellow: pass ``colors=RELEASE_COLORS`` for the paper's look)."""
+colour-blind readers and orange against viridis' yellow: pass ``colors=RELEASE_COLORS`` for the \
+paper's look)."""
 
 REPRESENTATIVE_COLORS = ("red", "cyan", "magenta", "black")
 """Default outline colours: of the Okabe-Ito and primary colours, the four whose CIEDE2000 distances, to each
@@ -399,7 +400,8 @@ def fig4_panels(
 
 
 def render_captioned(
-    panels: Sequence[Optional[np.ndarray]], captions: Sequence[str], *, title: Optional[str] = None, gap: int = 8,
+    panels: Sequence[Optional[np.ndarray]], captions: Sequence[str], *, title: Optional[str] = None,
+    gap: int = 8,
     font_size: int = 14,
 ) -> np.ndarray:
     """Panels side by side, each under its caption, with an optional title line over them all.
@@ -505,7 +507,8 @@ def render_depths(
     label_w = max(t.shape[1] for t in texts)
     rows = []
     for i, (maps, reps, text) in enumerate(zip(maps_list, representatives_list, texts)):
-        row = render_fig4(image, maps, reps, gap=gap, captions=captions and i == 0, font_size=font_size, **panel_kw)
+        row = render_fig4(image, maps, reps, gap=gap, captions=captions and i == 0, font_size=font_size,
+                          **panel_kw)
         column = np.full((row.shape[0], label_w, 3), WHITE, np.uint8)
         y = max(0, (row.shape[0] - text.shape[0]) // 2)
         th = min(text.shape[0], row.shape[0])

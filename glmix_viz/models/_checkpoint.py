@@ -78,12 +78,14 @@ def read_checkpoint(path: PathLike, *, weights_only: bool = True, mmap: bool = F
         if weights_only:
             obj, _ = torch_load(path, mmap=mmap)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap and zipfile.is_zipfile(path))
+            obj = torch.load(path, map_location="cpu", weights_only=False,
+                             mmap=mmap and zipfile.is_zipfile(path))
     except TorchScriptArchiveError:
         raise
     except UntrustedPickleError as err:
         raise UntrustedPickleError(f"cannot read checkpoint {path}: {err}") from err
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ValueError, TypeError) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ValueError,
+            TypeError) as err:
         raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file?): {err}") from err
     if not isinstance(obj, Mapping):
         raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of weights")
@@ -153,7 +155,9 @@ def _classifier_keys(model: nn.Module) -> Tuple[str, ...]:
     return tuple(f"{h}.{p}" for h in heads for p in ("weight", "bias"))
 
 
-def checkpoint_num_classes(checkpoint: Mapping, model: nn.Module, name: Optional[str] = None) -> Optional[int]:
+def checkpoint_num_classes(
+    checkpoint: Mapping, model: nn.Module, name: Optional[str] = None
+) -> Optional[int]:
     """Outputs of ``model``'s classifier as stored in ``checkpoint`` (``None``: the file has no such head).
 
     Args:
@@ -209,7 +213,8 @@ def load_checkpoint(
     own = model.state_dict()
     stored = checkpoint_num_classes(state_dict, model)
     if num_classes is not None and stored is not None and stored != num_classes:
-        _logger.info("%s: checkpoint has %d classes, model %d: classifier left untrained", path, stored, num_classes)
+        _logger.info("%s: checkpoint has %d classes, model %d: classifier left untrained", path, stored,
+                     num_classes)
         head_keys = [k for k in _classifier_keys(model) if k in own]
         state_dict = {k: v for k, v in state_dict.items() if k not in head_keys}
         state_dict.update({k: own[k] for k in head_keys})

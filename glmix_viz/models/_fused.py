@@ -84,7 +84,8 @@ images; other shapes are packed again when they come (one fast reorder, as
 the plain path does on every call).
 """
 
-# id(weight) -> [(stamp of the weight and what it was scaled by, input shape, packed weight), ...], newest first
+# id(weight) -> [(stamp of the weight and what it was scaled by, input shape, packed weight), ...],
+# newest first
 _packed_cache: Dict[int, List[Tuple[tuple, tuple, torch.Tensor]]] = {}
 
 
@@ -108,7 +109,8 @@ def _packed(
     scale: Optional[torch.Tensor] = None, depends: Optional[Sequence[torch.Tensor]] = None,
     scale_dim: int = 0,
 ) -> torch.Tensor:
-    """``weight`` (times ``scale`` along ``scale_dim``) as a 4-d convolution weight in oneDNN's layout for ``x``.
+    """``weight`` (times ``scale`` along ``scale_dim``) as a 4-d convolution weight in oneDNN's layout for
+    ``x``.
 
     Cached per weight and input shape (see :data:`PACKS_PER_WEIGHT`) until the
     weight or one of ``depends`` (the tensors ``scale`` is made of; ``scale``
@@ -125,7 +127,8 @@ def _packed(
     if depends is None:
         depends = () if scale is None else (scale,)
     try:
-        stamp = (_stamp(weight), tuple(_stamp(d) for d in depends), tuple(padding), tuple(stride), groups, scale_dim)
+        stamp = (_stamp(weight), tuple(_stamp(d) for d in depends), tuple(padding), tuple(stride), groups,
+                 scale_dim)
     except RuntimeError:  # inference tensors track no version
         return _scaled(w, scale, scale_dim)
     key, shape = id(weight), tuple(x.shape)
@@ -139,7 +142,8 @@ def _packed(
                 entries.insert(0, entries.pop(i))
             return packed
     packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-        _scaled(w, scale, scale_dim).detach().to_mkldnn(), list(padding), list(stride), _S1, groups, list(shape)
+        _scaled(w, scale, scale_dim).detach().to_mkldnn(), list(padding), list(stride), _S1, groups,
+        list(shape)
     )
     entries[:] = [(stamp, shape, packed)] + [e for e in entries if e[0] == stamp][:PACKS_PER_WEIGHT - 1]
     return packed
@@ -183,13 +187,15 @@ def _bn_affine(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
 def hookless(*modules: nn.Module) -> bool:
     """Whether no forward (pre-)hook is registered on ``modules`` or globally (fusing would skip them)."""
     registry = nn.modules.module
-    if getattr(registry, "_global_forward_hooks", None) or getattr(registry, "_global_forward_pre_hooks", None):
+    if (getattr(registry, "_global_forward_hooks", None)
+            or getattr(registry, "_global_forward_pre_hooks", None)):
         return False
     return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
 def sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``seq(x)`` with BatchNorms folded into the convolutions next to them, run as packed oneDNN convolutions.
+    """``seq(x)`` with BatchNorms folded into the convolutions next to them, run as packed oneDNN
+    convolutions.
 
     ``Conv2d, BatchNorm2d[, GELU]`` becomes one convolution (the GELU its
     post-op when exact); ``BatchNorm2d, Conv2d`` too when the convolution has
@@ -212,10 +218,12 @@ def sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         try:
             if _enabled and b is not None and _plain_conv(a) and _frozen_bn(b):  # conv -> BN [-> GELU]
                 s, t = _bn_affine(b)
-                gelu = i + 2 < len(mods) and type(mods[i + 2]) is nn.GELU and mods[i + 2].approximate == "none"
+                gelu = (i + 2 < len(mods) and type(mods[i + 2]) is nn.GELU
+                        and mods[i + 2].approximate == "none")
                 bias = t if a.bias is None else a.bias * s + t
-                fused = _conv(x.contiguous(memory_format=torch.channels_last), a.weight, bias, list(a.padding),
-                              a.groups, "gelu" if gelu else "none", list(a.stride), s, (b.weight, b.running_var))
+                fused = _conv(x.contiguous(memory_format=torch.channels_last), a.weight, bias,
+                              list(a.padding), a.groups, "gelu" if gelu else "none", list(a.stride), s,
+                              (b.weight, b.running_var))
                 step = 3 if gelu else 2
             elif (_enabled and b is not None and _frozen_bn(a) and _plain_conv(b) and b.groups == 1
                   and tuple(b.padding) == (0, 0)):  # BN -> conv without padding
@@ -235,7 +243,8 @@ def sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 
 def _conv_add(x, other, w, b, padding, groups, scale=None):
-    """``other + conv(x)`` in one pass, the weight times ``scale`` (``other`` has the output's shape and layout)."""
+    """``other + conv(x)`` in one pass, the weight times ``scale`` (``other`` has the output's shape and
+    layout)."""
     w = _packed(w, x, padding, groups, _S1, scale)
     return _ops._convolution_pointwise(x, other, w, b, padding, _S1, _S1, groups, "add", 1.0, None, [], None)
 
@@ -257,7 +266,8 @@ def conv_add(
     try:
         b = conv.bias if gamma is None else conv.bias * gamma.reshape(-1)
         return _conv_add(
-            x.contiguous(memory_format=torch.channels_last), other.contiguous(memory_format=torch.channels_last),
+            x.contiguous(memory_format=torch.channels_last),
+            other.contiguous(memory_format=torch.channels_last),
             conv.weight, b, list(conv.padding), conv.groups, gamma,
         )
     except RuntimeError as err:

@@ -41,8 +41,8 @@ def load_demo_model(seed: int = 0) -> Tuple[nn.Module, str]:
         val_map = meta.get("val_map")
         score = f", EmojiVOC val mAP {val_map:.2f}" if isinstance(val_map, float) else ""
         return model.eval(), (
-            f"the bundled demo model {DEMO_MODEL} ({status} on EmojiVOC, 20 VOC classes drawn as emoji{score}), "
-            "not a paper model: download the official weights (github.com/rayleizhu/GLMix) "
+            f"the bundled demo model {DEMO_MODEL} ({status} on EmojiVOC, 20 VOC classes drawn as "
+            f"emoji{score}), not a paper model: download the official weights (github.com/rayleizhu/GLMix) "
             "to ~/.cache/torch/hub/checkpoints/NAME.pth or pass --checkpoint"
         )
     torch.manual_seed(seed)

@@ -297,13 +297,15 @@ class GLMixBlock(nn.Module):
         pw1, dw, pw2 = self.feature_conv
         hidden = _fused.conv(x, pw1)
         hidden = _fused.conv(hidden, dw) if hidden is not None else None
-        out = _fused.conv_add(hidden, shortcut, pw2, gamma) if hidden is not None else None  # new, channels_last
+        # new, channels_last
+        out = _fused.conv_add(hidden, shortcut, pw2, gamma) if hidden is not None else None
         if out is None:
             return None
         if gamma is not None:
             slots = slots * gamma
         # + dispatch, accumulated in place into the (B, N, C) view of the block's own output
-        out.permute(0, 2, 3, 1).view(B, H * W, C).baddbmm_(torch.softmax(logits, dim=1).transpose(1, 2), slots)
+        out.permute(0, 2, 3, 1).view(B, H * W, C).baddbmm_(torch.softmax(logits, dim=1).transpose(1, 2),
+                                                           slots)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -446,7 +448,9 @@ class GLNetStage(nn.Module):
             MHSANCHWBlock, embed_dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, cpe_ks=cpe_ks,
             mlp_dw=mlp_dw, layerscale=layerscale,
         )
-        mha = partial(MHSABlock, embed_dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, layerscale=layerscale)
+        mha = partial(
+            MHSABlock, embed_dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, layerscale=layerscale,
+        )
         blocks = []
         for i in range(depth):
             if mixing_mode == "glmix" or (mixing_mode == "glmix.mha_nchw" and i % 2 == 0):
@@ -607,7 +611,9 @@ class GLNet(nn.Module):
                 embed_dim, in_chans, transition_layout, norm, dual_patch_norm
             )
         else:
-            self.downsample_layers = _non_overlapped_downsampling(embed_dim, in_chans, transition_layout, norm)
+            self.downsample_layers = _non_overlapped_downsampling(
+                embed_dim, in_chans, transition_layout, norm
+            )
 
         n = sum(depth)
         dp_rates = [drop_path_rate * i / max(1, n - 1) for i in range(n)]  # torch.linspace, without a tensor
@@ -696,7 +702,8 @@ class GLNet(nn.Module):
         return head.to(device=ref.device, dtype=ref.dtype)
 
     def _transition(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """Stem (``i = 0``) or downsampling layer ``i``; BatchNorm folded into its convolution on CPU inference."""
+        """Stem (``i = 0``) or downsampling layer ``i``; BatchNorm folded into its convolution on CPU
+        inference."""
         layer = self.downsample_layers[i]
         if not self.training and isinstance(layer, nn.Sequential) and _fused.can_fuse(x):
             return _fused.sequential(layer, x)
@@ -863,7 +870,8 @@ default_cfgs = generate_default_cfgs(
         "glnet_16g.in1k": _cfg(first_conv="downsample_layers.0.1"),
         "glnet_4g_tklb.in1k": _cfg(first_conv="downsample_layers.0.1", classifier=("head", "tklb_aux_head")),
         "glnet_9g_tklb.in1k": _cfg(first_conv="downsample_layers.0.1", classifier=("head", "tklb_aux_head")),
-        "glnet_demo.emojivoc": _cfg(input_size=(3, 192, 192), pool_size=(6, 6), num_classes=20, origin_url=""),
+        "glnet_demo.emojivoc": _cfg(input_size=(3, 192, 192), pool_size=(6, 6), num_classes=20,
+                                    origin_url=""),
         "test_glnet.untrained": _cfg(input_size=(3, 96, 96), pool_size=(3, 3), num_classes=10, origin_url=""),
     }
 )
@@ -915,13 +923,17 @@ def glnet_16g(pretrained: bool = False, **kwargs) -> GLNet:
 @register_model
 def glnet_4g_tklb(pretrained: bool = False, **kwargs) -> GLNetTokenLabel:
     """GLNet-4G trained with token labelling (27M params, 84.4% IN-1k)."""
-    return _create_glnet("glnet_4g_tklb", pretrained, **{**_HYBRID, "embed_dim": (64, 128, 256, 512), **kwargs})
+    return _create_glnet(
+        "glnet_4g_tklb", pretrained, **{**_HYBRID, "embed_dim": (64, 128, 256, 512), **kwargs}
+    )
 
 
 @register_model
 def glnet_9g_tklb(pretrained: bool = False, **kwargs) -> GLNetTokenLabel:
     """GLNet-9G trained with token labelling (61M params, 85.3% IN-1k)."""
-    return _create_glnet("glnet_9g_tklb", pretrained, **{**_HYBRID, "embed_dim": (96, 192, 384, 768), **kwargs})
+    return _create_glnet(
+        "glnet_9g_tklb", pretrained, **{**_HYBRID, "embed_dim": (96, 192, 384, 768), **kwargs}
+    )
 
 
 @register_model

@@ -51,8 +51,8 @@ class WeightsNotFoundError(FileNotFoundError):
     def __init__(self, model: str, expected: Path) -> None:
         self.model, self.expected = model, expected
         super().__init__(
-            f"no weights for model {model!r}: expected {expected}. Download them from {MODEL_CARD_URL} to that "
-            f"path or pass a checkpoint file; {DEMO_MODEL!r} is bundled and needs no download"
+            f"no weights for model {model!r}: expected {expected}. Download them from {MODEL_CARD_URL} to "
+            f"that path or pass a checkpoint file; {DEMO_MODEL!r} is bundled and needs no download"
         )
 
 
