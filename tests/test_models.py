@@ -314,3 +314,63 @@ def test_global_forward_hook_turns_fusion_off():
         handle.remove()
     n_convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
     assert len(seen) == n_convs  # every convolution ran as a module: none was bypassed by a fused kernel
+
+
+class _Refusing:
+    """Stands in for ``torch.ops.mkldnn``: every fused op raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getattr__(self, name):
+        def refuse(*args, **kwargs):
+            raise self.error
+
+        return refuse
+
+
+@pytest.mark.skipif(not __import__("glmix_viz.models._fused", fromlist=["_HAS_OPS"])._HAS_OPS,
+                    reason="this PyTorch has no oneDNN fused ops: there is no fused path to fall back from")
+def test_unsupported_fused_op_falls_back_once_with_one_record_per_block(monkeypatch):
+    """An op that refuses its input: fusion turns off, the plain path runs, and each block's slots are
+    tapped once (the fallback used to fire the tap twice), with the plain path's numbers."""
+    from glmix_viz.capture import SlotCapture
+    from glmix_viz.models import _fused
+
+    model, fx = build_from_fixture("tiny_stl")
+    with torch.no_grad(), SlotCapture(model, "all") as expected:
+        plain_logits = _plain(model, fx["input"])
+
+    def refusing_conv(x, conv):  # the GLMix block's own fused convolution refuses (the stem's ran fused)
+        try:
+            raise RuntimeError("could not create a primitive descriptor")
+        except RuntimeError as err:
+            _fused._fall_back(err)
+        return None
+
+    monkeypatch.setattr(_fused, "conv", refusing_conv)
+    try:
+        with torch.no_grad(), SlotCapture(model, "all") as cap:
+            logits = model(fx["input"])
+        assert not _fused.fused_inference_enabled()  # turned off, once, for the process
+    finally:
+        _fused.set_fused_inference(True)
+    assert [r.ordinal for r in cap.records] == [r.ordinal for r in expected.records]  # one record per block
+    torch.testing.assert_close(logits, plain_logits, rtol=0, atol=1e-5)
+    for got, want in zip(cap.records, expected.records):
+        torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not __import__("glmix_viz.models._fused", fromlist=["_HAS_OPS"])._HAS_OPS,
+                    reason="this PyTorch has no oneDNN fused ops: there is no fused path to fall back from")
+@pytest.mark.parametrize("error", [RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate"),
+                                   RuntimeError("some other failure inside the kernel")])
+def test_other_fused_errors_propagate_and_keep_fusion_on(monkeypatch, error):
+    """Only "unsupported" turns fusion off: out of memory or any other error is the caller's to see."""
+    from glmix_viz.models import _fused
+
+    model, fx = build_from_fixture("tiny_stl")
+    monkeypatch.setattr(_fused, "_ops", _Refusing(error))
+    with torch.no_grad(), pytest.raises(RuntimeError, match=str(error)[:20]):
+        model(fx["input"])
+    assert _fused.fused_inference_enabled()

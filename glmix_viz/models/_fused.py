@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -68,10 +69,28 @@ def can_fuse(x: torch.Tensor) -> bool:
     )
 
 
-def _disable(err: Exception) -> None:
+# What oneDNN or the dispatcher says when an op is missing or refuses an input (layout, dtype, build).
+_UNSUPPORTED = re.compile(
+    r"not supported|unsupported|could not create a primitive|could not run|not implemented|no such operator|"
+    r"does not support|unknown builtin op",
+    re.IGNORECASE,
+)
+
+
+def _fall_back(err: RuntimeError) -> None:
+    """Turn fusion off after an "unsupported" error, so the plain path runs; re-raise anything else.
+
+    Out of memory or any other failure is not the fused path's to hide: it
+    propagates, and fusion stays on. Call only from an ``except`` block.
+    """
+    if isinstance(err, _OOM) or not _UNSUPPORTED.search(str(err)):
+        raise err
     _logger.warning("fused oneDNN inference disabled, falling back to plain PyTorch: %s", err)
     set_fused_inference(False)
     clear_packed_weights()
+
+
+_OOM = getattr(torch, "OutOfMemoryError", ())
 
 
 PACKS_PER_WEIGHT = 2
@@ -164,7 +183,7 @@ def conv(x: torch.Tensor, conv: nn.Conv2d) -> Optional[torch.Tensor]:
         return _conv(x.contiguous(memory_format=torch.channels_last), conv.weight, conv.bias,
                      list(conv.padding), conv.groups, stride=list(conv.stride))
     except RuntimeError as err:
-        _disable(err)
+        _fall_back(err)
         return None
 
 
@@ -233,7 +252,7 @@ def sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
                               list(b.stride), s, (a.weight, a.running_var), scale_dim=1)
                 step = 2
         except RuntimeError as err:
-            _disable(err)
+            _fall_back(err)
         if fused is None:
             x, step = a(x), 1
         else:
@@ -271,7 +290,7 @@ def conv_add(
             conv.weight, b, list(conv.padding), conv.groups, gamma,
         )
     except RuntimeError as err:
-        _disable(err)
+        _fall_back(err)
         return None
 
 
@@ -309,10 +328,10 @@ def conv_mlp_residual(
             _conv_add_(out[s:s + step], h, fc2.weight, b2, _P0, 1, gamma)
             written = True
         return out
-    except RuntimeError as err:  # an op missing or refusing this input: never fail the forward
+    except RuntimeError as err:  # an op missing or refusing this input: the plain path runs instead
         if written and out is x:  # x is partly overwritten: no clean fallback
             raise
-        _disable(err)
+        _fall_back(err)
         return None
 
 
@@ -350,6 +369,6 @@ def linear(
             out = _conv(image, weight, bias, _P0, 1, "gelu" if gelu else "none")
             return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
         except RuntimeError as err:
-            _disable(err)
+            _fall_back(err)
     out = F.linear(x, weight, bias)
     return F.gelu(out) if gelu else out

@@ -292,15 +292,15 @@ class GLMixBlock(nn.Module):
     def _mix_residual_fused(self, shortcut: torch.Tensor, x: torch.Tensor, init_slots: torch.Tensor):
         """``shortcut + ls1(mix(x))`` with the adds folded into a matmul and a convolution (CPU inference)."""
         B, C, H, W = x.shape
-        logits, slots = self.group(x, init_slots)
         gamma = self.ls1.gamma.reshape(-1) if isinstance(self.ls1, LayerScale) else None
         pw1, dw, pw2 = self.feature_conv
         hidden = _fused.conv(x, pw1)
         hidden = _fused.conv(hidden, dw) if hidden is not None else None
         # new, channels_last
         out = _fused.conv_add(hidden, shortcut, pw2, gamma) if hidden is not None else None
-        if out is None:
+        if out is None:  # the plain path runs instead: the slots are grouped (and tapped) there, once
             return None
+        logits, slots = self.group(x, init_slots)  # after the convolutions, which may fall back
         if gamma is not None:
             slots = slots * gamma
         # + dispatch, accumulated in place into the (B, N, C) view of the block's own output
