@@ -1,4 +1,4 @@
-"""The in-memory split used by the short training tools (wsss.inmemory)."""
+"""The in-memory split used by the short training experiments (experiments/inmemory.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
+from experiments.inmemory import augment, load_split, logits, to_input
 from glmix_viz.images import IMAGENET_MEAN, IMAGENET_STD
 from wsss.emojivoc import make_emojivoc
-from wsss.inmemory import augment, load_split, logits, to_input
 from wsss.voc import VOCLayout
 
 

@@ -1,8 +1,8 @@
 """A VOC split held in memory as one uint8 tensor, for short classification runs.
 
 Used by the tools that train small heads or fine-tune for a few epochs on
-images resized whole (``benchmarks/class_learnability.py``,
-``scripts/finetune_one_class.py``): the split is decoded once, and each
+images resized whole (``experiments/class_learnability.py``,
+``experiments/finetune_one_class.py``): the split is decoded once, and each
 batch is augmented and normalised on the fly.
 """
 from __future__ import annotations
@@ -16,8 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from glmix_viz.images import IMAGENET_MEAN, IMAGENET_STD
-
-from .voc import VOCLayout
+from wsss.voc import VOCLayout
 
 __all__ = ["load_split", "to_input", "augment", "logits"]
 

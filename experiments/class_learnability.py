@@ -1,6 +1,6 @@
 """How fast a small CNN from scratch learns each class: alone (class-vs-rest) and among all 20 (multi-label).
 
-    python benchmarks/class_learnability.py --voc-root data/emojivoc12k --train-split train_bird \\
+    python -m experiments.class_learnability --voc-root data/emojivoc12k --train-split train_bird \\
         --classes bird --epochs 10 [--size 96] [--threads 1]
 
 A diagnosis of the data, not of GLNet: if a class the demo model never learns
@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wsss.inmemory import augment, load_split, logits
+from experiments.inmemory import augment, load_split, logits
 from wsss.train import average_precision
 from wsss.voc import VOC_FOREGROUND, VOCLayout
 

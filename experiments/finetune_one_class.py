@@ -1,12 +1,12 @@
 """Fine-tune a 20-class glnet_demo on some of its classes alone (class-vs-rest BCE on their outputs only).
 
-    python scripts/finetune_one_class.py --voc-root data/emojivoc12k --train-split train_bird \\
+    python -m experiments.finetune_one_class --voc-root data/emojivoc12k --train-split train_bird \\
         --init runs/stage12/checkpoint-best.pth --class bird --out runs/bird_only.pth
 
 Stage 17 of the demo model (docs/experiments.md, "Birds"): trained
 among the 20 classes, glnet_demo never learned birds (val AP 0.34), while a
 small CNN from scratch learns them alone in minutes
-(``benchmarks/class_learnability.py``). Trained on birds alone the same
+(``experiments/class_learnability.py``). Trained on birds alone the same
 network learns them too; a multi-label fine-tune afterwards
 (``glmix-wsss train --init-checkpoint OUT``) brings the other classes back,
 or ``--distill W`` holds the other outputs to the initial model's
@@ -32,9 +32,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from experiments.inmemory import augment, load_split, logits
 from glmix_viz.fileio import atomic_write
 from glmix_viz.models import load_checkpoint
-from wsss.inmemory import augment, load_split, logits
 from wsss.train import average_precision
 from wsss.voc import VOC_FOREGROUND, VOCLayout
 
