@@ -17,6 +17,7 @@ from . import __version__
 from ._names import DEFAULT_MODEL, FIGURES, FORMATS, MODEL_CARD_URL
 from .analysis import select_representatives
 from .capture import SlotCapture, resolve_blocks
+from .devices import resolve_device
 from .figures import (
     array_figure,
     default_depth_blocks,
@@ -29,9 +30,8 @@ from .figures import (
 )
 from .fileio import RunInterrupted, atomic_write
 from .images import MIN_SIDE, Preprocess, load_image, preprocess
-from .models import default_checkpoint_path, load_checkpoint
-from .models.demo import load_demo_model
-from .models.weights import Weights, WeightsNotFoundError, find_weights
+from .models import default_checkpoint_path
+from .models.weights import Weights, WeightsNotFoundError, find_weights, load_model
 from .untrusted import UntrustedPickleError
 
 __all__ = ["ModelSource", "build_model", "select_blocks", "run", "device_from_flag"]
@@ -40,16 +40,11 @@ _logger = logging.getLogger("glmix_viz")
 
 
 def device_from_flag(name: str) -> torch.device:
-    """``--device``: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``..."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device`` (see :func:`glmix_viz.devices.resolve_device`); errors name the flag."""
     try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"--device {name!r} is not a device ({err})") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return device
+        return resolve_device(name)
+    except ValueError as err:
+        raise ValueError(f"--{err}") from None
 
 
 @dataclass(frozen=True)
@@ -87,19 +82,15 @@ def build_model(
             f"{MODEL_CARD_URL} to that path, or pass --checkpoint FILE; --model glnet_demo (or --demo) runs "
             "the bundled demo model"
         ) from None
-    if weights.path is None:
-        model, what = load_demo_model(seed=seed)
-        if weights.fallback:
-            hub_file = default_checkpoint_path(DEFAULT_MODEL)
-            return model, ModelSource(f"no weights for {DEFAULT_MODEL} at {hub_file}: using {what}", weights)
-        return model, ModelSource(f"using {what}", weights)
-    model = timm.create_model(weights.model)
     try:
-        load_checkpoint(model, weights.path, name=weights.model, weights_only=not trust)
+        model, weights, what = load_model(weights, weights_only=not trust, seed=seed)
     except UntrustedPickleError as err:
         raise ValueError(f"{err}. --trust-checkpoint reads it with full pickle, which lets it run any "
                          "code: only for a file you made or fully trust") from None
-    return model, ModelSource(f"{weights.model} from {weights.path}", weights)
+    if weights.fallback:
+        hub_file = default_checkpoint_path(DEFAULT_MODEL)
+        return model, ModelSource(f"no weights for {DEFAULT_MODEL} at {hub_file}: using {what}", weights)
+    return model, ModelSource(what if weights.path is not None else f"using {what}", weights)
 
 
 def select_blocks(model: torch.nn.Module, blocks: Optional[Sequence[str]], figure: str = "fig4"):

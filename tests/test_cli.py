@@ -368,3 +368,34 @@ def test_cli_scale_and_hard_figure_with_input(one_image, tiny_ckpt, tmp_path, ca
     top = hard.shape[0] - view.shape[0]
     np.testing.assert_array_equal(hard[top:, : view.shape[1]], view)  # the input, left, under its caption
     assert hard.shape[1] > 2 * view.shape[1]
+
+
+def test_checkpoint_without_model_loads_the_architecture_it_fits(one_image, tmp_path):
+    """--checkpoint alone: the file's architecture is found (the loader glmix-wsss uses too)."""
+    from glmix_viz.models import DEMO_WEIGHTS
+
+    out = tmp_path / "o"
+    assert cli.main([str(one_image), "--checkpoint", str(DEMO_WEIGHTS), "--input-size", "96", "--scale", "1",
+                     "--out", str(out), "-q"]) == 0
+    with Image.open(out / "one_b10_fig4.png") as png:  # glnet_demo's last of 10 blocks
+        assert png.text["model"] == "glnet_demo" and png.text["checkpoint"] == str(DEMO_WEIGHTS)
+
+
+def test_device_resolution_is_shared_and_errors_name_the_flag(one_image, tmp_path, capsys):
+    from glmix_viz.devices import resolve_device
+    from wsss import cli as wsss_cli
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device 'gpu0' is not a device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda:1': CUDA is not available here"):
+            resolve_device("cuda:1")
+    assert cli.main([str(one_image), "--device", "gpu0", "--out", str(tmp_path / "o")]) == 2
+    assert "--device 'gpu0' is not a device" in capsys.readouterr().err
+    voc = tmp_path / "voc"
+    for argv in (["pseudo-labels", "--voc-root", str(voc), "--out", str(tmp_path / "pl"), "--device", "gpu0"],
+                 ["train", "--voc-root", str(voc), "--out", str(tmp_path / "run"), "--device", "gpu0"]):
+        assert wsss_cli.main(argv) == 2
+        assert "--device 'gpu0' is not a device" in capsys.readouterr().err

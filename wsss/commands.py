@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from glmix_viz.devices import resolve_device
 from glmix_viz.untrusted import load_npz
 
 from .evidence import ClassHead, EvidenceConfig
@@ -104,30 +105,26 @@ def train_command(args: argparse.Namespace, progress: bool = True) -> int:
         amp=not args.no_amp, max_steps=args.max_steps, ema_decay=args.ema_decay, mosaic=args.mosaic,
         position_negatives=args.position_negatives, pos_weight=_pos_weight(args.pos_weight),
     )
+    try:
+        resolve_device(args.device)  # checked before any work; the library names the field, the CLI its flag
+    except ValueError as err:
+        raise ValueError(f"--{err}") from None
     metrics = train(config, resume=args.resume, progress=progress)
     _logger.info("done: %s", metrics)
     return 0
 
 
 def load_model(checkpoint, model_name, head: str) -> Tuple[torch.nn.Module, str, Optional[Path]]:
-    """The model for pseudo-labels: a checkpoint (architecture given or guessed), a named model's weights
-    in the hub cache, or the bundled demo; a named model without weights is an error, never replaced.
+    """The model for pseudo-labels: a checkpoint (architecture given or guessed), a named model's
+    weights in the hub cache, or the bundled demo; a named model without weights is an error, never
+    replaced (:func:`glmix_viz.models.weights.load_model`, the loader glmix-viz uses too).
 
     Returns:
         ``(model in eval mode, its registered name, its weights file or None for the bundled demo)``.
     """
-    import timm
-
-    from glmix_viz.models import (
-        MODEL_CARD_URL,
-        OFFICIAL_MODELS,
-        best_matching_model,
-        load_checkpoint,
-        read_checkpoint,
-        unwrap_state_dict,
-    )
-    from glmix_viz.models.demo import load_demo_model
+    from glmix_viz.models import MODEL_CARD_URL
     from glmix_viz.models.weights import WeightsNotFoundError, find_weights
+    from glmix_viz.models.weights import load_model as load_weights
 
     try:
         weights = find_weights(model_name, checkpoint)
@@ -137,20 +134,9 @@ def load_model(checkpoint, model_name, head: str) -> Tuple[torch.nn.Module, str,
             f"{MODEL_CARD_URL} to that path, or pass --checkpoint FILE; without --model (or with --model "
             "glnet_demo) the bundled demo model is used"
         ) from None
-    if weights.path is None:
-        model, what = load_demo_model()
-        _logger.info("using %s", what)
-        return model, weights.model, None
-    checkpoint = weights.path
-    contents = read_checkpoint(checkpoint)  # read once: guessing the architecture, head size and loading
-    if model_name is None:
-        model_name, score = best_matching_model(unwrap_state_dict(contents), ("glnet_demo", *OFFICIAL_MODELS))
-        _logger.info("%s: architecture %s (%.0f%% of keys fit)", checkpoint, model_name, 100 * score)
-    sd = unwrap_state_dict(contents, model_name)
-    num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else (1000 if head == "imagenet" else 20)
-    model = timm.create_model(model_name, num_classes=num_classes)
-    load_checkpoint(model, checkpoint, name=model_name, checkpoint=contents)
-    return model.eval(), model_name, checkpoint
+    model, weights, what = load_weights(weights, num_classes=1000 if head == "imagenet" else 20)
+    _logger.info("using %s", what)
+    return model, weights.model, weights.path
 
 
 def _dist() -> Tuple[int, int]:
@@ -166,11 +152,10 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     rank, world = _dist()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.device == "auto":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:  # the library names the field, the CLI its flag
+        raise ValueError(f"--{err}") from None
     blocks = _numbers(args.blocks, "--blocks", int) if args.method == "slots" else ()
     config = PseudoLabelConfig(
         method=args.method,

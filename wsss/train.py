@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from glmix_viz.devices import resolve_device
 from glmix_viz.fileio import atomic_write
 from glmix_viz.images import load_image, normalize
 from glmix_viz.models import checkpoint_num_classes, load_checkpoint, read_checkpoint
@@ -200,8 +201,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     out.mkdir(parents=True, exist_ok=True)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if config.device == "auto" else config.device))
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
 
