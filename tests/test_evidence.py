@@ -170,12 +170,13 @@ def test_scale_weights_and_stitch_in_compute_evidence():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(weights=(1.0,)), "one per scale"),
-    (dict(stitch=(1, 2, 4)), "one per scale"),
-    (dict(weights=(1.0, -1.0)), ">= 0"),
-    (dict(stitch=(1, 3)), "even factor"),
-    (dict(scales=()), "positive"),
+    (dict(weights=(1.0,)), r"EvidenceConfig.weights 1, EvidenceConfig.scales 1,0.5: expected one weights"),
+    (dict(stitch=(1, 2, 4)), r"EvidenceConfig.stitch 1,2,4, EvidenceConfig.scales 1,0.5: expected one"),
+    (dict(weights=(1.0, -1.0)), r"EvidenceConfig.weights 1,-1: expected numbers >= 0"),
+    (dict(stitch=(1, 3)), r"EvidenceConfig.stitch 1,3: expected 1 \(plain\) or an even factor"),
+    (dict(scales=()), r"EvidenceConfig.scales : expected one or more positive"),
 ])
-def test_evidence_config_names_the_bad_flag(kwargs, message):
+def test_evidence_config_names_the_bad_field(kwargs, message):
+    """The library names the setting (the CLI maps it to its flag: tests/test_pipeline.py)."""
     with pytest.raises(ValueError, match=message):
         EvidenceConfig(**{"scales": (1.0, 0.5), **kwargs})

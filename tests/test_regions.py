@@ -94,7 +94,7 @@ def test_model_input_side(tiny_model):
 
 
 def test_region_params_are_checked():
-    with pytest.raises(ValueError, match="--region-margin"):
+    with pytest.raises(ValueError, match="RegionParams.margin"):
         RegionParams(margin=1.5)
     with pytest.raises(ValueError, match="min_pixels"):
         RegionParams(min_pixels=0)

@@ -91,9 +91,9 @@ def test_classifier_needs_two_seed_labels():
 
 
 def test_params_are_checked():
-    with pytest.raises(ValueError, match="--seed-bg"):
+    with pytest.raises(ValueError, match="SlotClassifierParams.background"):
         SlotClassifierParams(foreground=0.2, background=0.3)
-    with pytest.raises(ValueError, match="--classifier-weight"):
+    with pytest.raises(ValueError, match="SlotClassifierParams.weight"):
         SlotClassifierParams(weight=1.5)
 
 

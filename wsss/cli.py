@@ -13,9 +13,26 @@ from typing import Optional, Sequence, Set
 
 from glmix_viz import __version__
 from glmix_viz._clihelp import HelpFormatter
+from glmix_viz.fields import FieldError
 from glmix_viz.fileio import RunInterrupted, check_output_dir
 
 from .voc import LABEL_SOURCES
+
+# The settings library errors name (glmix_viz.fields.FieldError), as the flags that set them.
+FLAGS = {
+    "EvidenceConfig.scales": "--scales",
+    "EvidenceConfig.weights": "--scale-weights",
+    "EvidenceConfig.stitch": "--stitch",
+    "ConfidentRegions.foreground": "--confident FG",
+    "ConfidentRegions.background": "--confident BG",
+    "SlotClassifierParams.foreground": "--seed-fg",
+    "SlotClassifierParams.background": "--seed-bg",
+    "SlotClassifierParams.weight": "--classifier-weight",
+    "RegionParams.margin": "--region-margin",
+    "PseudoLabelConfig.slot_baseline": "--slot-baseline",
+    "TrainConfig.mosaic": "--mosaic",
+    "TrainConfig.input_size": "--input-size",
+}
 
 _EXAMPLES = {
     "glmix-wsss": """examples:
@@ -275,6 +292,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             from .commands import score_command
 
             return score_command(args)
+    except FieldError as err:  # the library names the setting, the CLI its flag
+        print(f"glmix-wsss: error: {err.with_names(FLAGS)}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError) as err:
         print(f"glmix-wsss: error: {err}", file=sys.stderr)
         return 2

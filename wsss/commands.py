@@ -177,7 +177,11 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         ids = ids[: args.limit]
     labels = layout.image_labels(ids, args.labels, args.labels_from)
     model, model_name, weights_file = load_model(args.checkpoint, args.model, args.head)
-    head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
+    try:
+        head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
+    except ValueError as err:
+        hint = "; pass --head imagenet for an ImageNet checkpoint" if args.head == "own" else ""
+        raise ValueError(f"--head {args.head}: {err}{hint}") from None
     manifest = make_manifest(
         model=model_name, checkpoint=weights_file, head=args.head, config=config,
         labels={"source": args.labels_from, "file": str(args.labels) if args.labels else None},

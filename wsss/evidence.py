@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from glmix_viz.capture import SlotCapture
+from glmix_viz.fields import FieldError
 
 from .voc import VOC_FOREGROUND
 
@@ -66,7 +67,7 @@ class ClassHead:
             raise ValueError(
                 f"the model's classifier has {getattr(head, 'out_features', 0)} outputs, expected "
                 f"{len(VOC_FOREGROUND)} (one per VOC class, as `glmix-wsss train` makes); for an ImageNet "
-                "checkpoint use ClassHead.imagenet(model) (CLI: --head imagenet)"
+                "checkpoint use ClassHead.imagenet(model)"
             )
         return cls(head.weight.detach(), tuple((i,) for i in range(len(VOC_FOREGROUND))), _bias(head))
 
@@ -75,7 +76,7 @@ class ClassHead:
         """An ImageNet-1k head grouped into VOC classes with the bundled mapping."""
         head = model.get_classifier()
         if not isinstance(head, nn.Linear) or head.out_features != 1000:
-            raise ValueError(f"--head imagenet needs a 1000-class ImageNet head, this one has "
+            raise ValueError(f"ClassHead.imagenet needs a 1000-class ImageNet head, this one has "
                              f"{getattr(head, 'out_features', 0)} outputs")
         table = json.loads(Path(mapping).read_text())["voc_to_imagenet"]
         groups = tuple(tuple(int(i) for i in table[name]) for name in VOC_FOREGROUND)
@@ -124,17 +125,16 @@ class EvidenceConfig:
 
     def __post_init__(self) -> None:
         if not self.scales or any(not s > 0 for s in self.scales):
-            raise ValueError(f"scales {self.scales} (--scales): expected one or more positive numbers")
-        checks = (("weights", "--scale-weights", self.weights), ("stitch", "--stitch", self.stitch))
-        for name, flag, values in checks:
+            raise FieldError("EvidenceConfig.scales", [self.scales], "expected one or more positive numbers")
+        for name, values in (("weights", self.weights), ("stitch", self.stitch)):
             if values is not None and len(values) != len(self.scales):
-                raise ValueError(f"{name} {values} ({flag}): expected one per scale, {len(self.scales)} "
-                                 f"for scales {self.scales}")
+                raise FieldError((f"EvidenceConfig.{name}", "EvidenceConfig.scales"), [values, self.scales],
+                                 f"expected one {name} value per scale")
         if self.weights is not None and any(w < 0 for w in self.weights):
-            raise ValueError(f"weights {self.weights} (--scale-weights): expected numbers >= 0")
+            raise FieldError("EvidenceConfig.weights", [self.weights], "expected numbers >= 0")
         if self.stitch is not None and any(f < 1 or (f > 1 and f % 2) for f in self.stitch):
-            raise ValueError(f"stitch {self.stitch} (--stitch): expected 1 (plain) or an even factor "
-                             "per scale")
+            raise FieldError("EvidenceConfig.stitch", [self.stitch],
+                             "expected 1 (plain) or an even factor per scale")
 
 
 @dataclass(frozen=True)

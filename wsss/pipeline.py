@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from glmix_viz.capture import glmix_blocks
+from glmix_viz.fields import FieldError
 from glmix_viz.fileio import RunInterrupted, atomic_write
 from glmix_viz.images import MIN_SIDE, load_image, normalize
 
@@ -104,8 +105,8 @@ class PseudoLabelConfig:
         if self.method not in ("cam", "slots"):
             raise ValueError(f"method={self.method!r}; expected 'cam' or 'slots'")
         if not 0 <= self.slot_baseline < 1:
-            raise ValueError(f"slot_baseline={self.slot_baseline} (--slot-baseline): expected a quantile "
-                             "in [0, 1)")
+            raise FieldError("PseudoLabelConfig.slot_baseline", [self.slot_baseline],
+                             "expected a quantile in [0, 1)")
 
     @property
     def resolved_evidence(self) -> EvidenceConfig:

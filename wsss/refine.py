@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glmix_viz.fields import FieldError
+
 from .evidence import SlotMaps, normalise_by_max
 from .voc import IGNORE_INDEX
 
@@ -70,8 +72,8 @@ class ConfidentRegions:
 
     def __post_init__(self) -> None:
         if not 0 <= self.background < self.foreground:
-            raise ValueError(f"confident regions (--confident FG,BG): need 0 <= background "
-                             f"({self.background}) < foreground ({self.foreground})")
+            raise FieldError(("ConfidentRegions.foreground", "ConfidentRegions.background"),
+                             [self.foreground, self.background], "need 0 <= background < foreground")
 
 
 @dataclass(frozen=True)

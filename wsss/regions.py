@@ -28,6 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import resolve_model_data_config
 
+from glmix_viz.fields import FieldError
+
 from .evidence import ClassHead
 
 __all__ = [
@@ -55,7 +57,7 @@ class RegionParams:
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin < 1:
-            raise ValueError(f"region margin {self.margin} (--region-margin): expected a number in [0, 1)")
+            raise FieldError("RegionParams.margin", [self.margin], "expected a number in [0, 1)")
         if self.min_pixels < 1 or self.input_side < 0 or self.batch_size < 1:
             raise ValueError(f"region params: need min_pixels >= 1, input_side >= 0, batch_size >= 1, got "
                              f"{self.min_pixels}, {self.input_side}, {self.batch_size}")

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glmix_viz.fields import FieldError
+
 from .evidence import SlotMaps
 
 __all__ = [
@@ -58,11 +60,10 @@ class SlotClassifierParams:
 
     def __post_init__(self) -> None:
         if not 0 <= self.background < self.foreground <= 1:
-            raise ValueError(f"slot classifier seeds: need 0 <= background ({self.background}, --seed-bg) < "
-                             f"foreground ({self.foreground}, --seed-fg) <= 1")
+            raise FieldError(("SlotClassifierParams.background", "SlotClassifierParams.foreground"),
+                             [self.background, self.foreground], "need 0 <= background < foreground <= 1")
         if not 0 <= self.weight <= 1:
-            raise ValueError(f"slot classifier weight {self.weight} (--classifier-weight): expected a number "
-                             "in [0, 1]")
+            raise FieldError("SlotClassifierParams.weight", [self.weight], "expected a number in [0, 1]")
         if self.stride < 1 or self.iterations < 1 or self.l2 < 0:
             raise ValueError(f"slot classifier: need stride >= 1 ({self.stride}), iterations >= 1 "
                              f"({self.iterations}), l2 >= 0 ({self.l2})")

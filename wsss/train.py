@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from glmix_viz.devices import resolve_device
+from glmix_viz.fields import FieldError
 from glmix_viz.fileio import atomic_write
 from glmix_viz.images import load_image, normalize
 from glmix_viz.models import checkpoint_num_classes, load_checkpoint, read_checkpoint
@@ -237,9 +238,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     pos_weight = torch.tensor(config.pos_weight, device=device) if config.pos_weight else None
     stride = model.feature_info[-1]["reduction"] if config.mosaic > 0 else 0
     if not 0 <= config.mosaic <= 1 or (stride and config.input_size % stride):
-        raise ValueError(f"--mosaic {config.mosaic} with --input-size {config.input_size}: mosaics need a "
-                         "fraction in [0, 1] and an input size that is a multiple of the model's stride "
-                         f"{stride}")
+        raise FieldError(("TrainConfig.mosaic", "TrainConfig.input_size"), [config.mosaic, config.input_size],
+                         "mosaics need a fraction in [0, 1] and an input size that is a multiple of the "
+                         f"model's stride {stride}")
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "init_slots" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or "init_slots" in n]
     optimizer = torch.optim.AdamW(
@@ -258,7 +259,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     last = out / "checkpoint-last.pth"
     if resume:
         if not last.is_file():
-            raise FileNotFoundError(f"--resume: no {last} to resume from")
+            raise FileNotFoundError(f"no {last} to resume from (resume=True)")
         ckpt = read_checkpoint(last)
         model.load_state_dict(ckpt["model"])
         if ema is not None:

@@ -230,7 +230,7 @@ def load_checkpoint(
         fit, score = best_matching_model(state_dict, (*OFFICIAL_MODELS, *_EXTRA_MODELS))
         this = name or type(model).__name__
         advice = (
-            f"It fits {fit} best ({score:.0%} of keys and shapes agree): pass --model {fit} / "
+            f"It fits {fit} best ({score:.0%} of keys and shapes agree): load it as "
             f"timm.create_model({fit!r}) if that is the file you meant."
             if score >= 0.5
             else f"It fits none of the known GLNet models (closest: {fit}, {score:.0%} agree)."
