@@ -2,8 +2,11 @@
 
     python benchmarks/bench_figures.py                    # demo model + bundled image, last block
     python benchmarks/bench_figures.py --rounds 5 --out /tmp/fig4   # also save both renders
+    python benchmarks/bench_figures.py --official-repo ~/GLMix      # the release's own code, timed
 
-The release's way (``visualization/utils.py: visualize_a_batch`` for one
+With ``--official-repo`` (a clone of github.com/rayleizhu/GLMix, and
+``opencv-python-headless``) the release's own ``visualization/utils.py:
+visualize_a_batch`` runs, imported as is. Without it, that function (one
 image and one block) is re-implemented here, step for step: maps min-max
 normalised over the batch; pairwise L2 distances with
 ``F.pairwise_distance``; its k-medoids loop from random medoids; each
@@ -164,6 +167,42 @@ def release_fig4(img: torch.Tensor, assignment: torch.Tensor, num_repr: int = 4)
 # ------------------------------------------------------------------ ours
 
 
+def load_release_visualization(repo: Path):
+    """The release's ``visualization/utils.py``, imported from a clone as is (needs OpenCV)."""
+    import importlib.util
+
+    path = repo / "visualization" / "utils.py"
+    if not path.is_file():
+        raise SystemExit(f"--official-repo {repo}: no visualization/utils.py there; "
+                         "clone github.com/rayleizhu/GLMix")
+    spec = importlib.util.spec_from_file_location("glmix_release_visualization", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as err:
+        raise SystemExit(f"the release's visualization code needs {err.name}: pip install "
+                         "opencv-python-headless") from None
+    return module
+
+
+def png_costs(figure: np.ndarray, levels=(1, 3, 6, 9), repeats: int = 5):
+    """``(level, median ms, KB)`` of writing ``figure`` as a PNG at each zlib compression level."""
+    from PIL import Image
+
+    image = Image.fromarray(figure)
+    out = []
+    for level in levels:
+        times, size = [], 0
+        for _ in range(repeats):
+            buf = io.BytesIO()
+            t0 = time.perf_counter()
+            image.save(buf, format="PNG", compress_level=level)
+            times.append(time.perf_counter() - t0)
+            size = buf.tell()
+        out.append((level, 1e3 * statistics.median(times), size / 1024))
+    return out
+
+
 def ours_fig4(view: np.ndarray, maps: np.ndarray, num_repr: int = 4, seed: int = 0) -> np.ndarray:
     reps = select_representatives(maps, num_repr, seed=seed)
     return render_fig4(view, maps, reps)
@@ -176,6 +215,9 @@ def main() -> None:
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=5, help="release renders (ours runs 10x as many)")
     p.add_argument("--out", type=Path, help="also save one render of each here")
+    p.add_argument("--official-repo", type=Path,
+                   help="a clone of github.com/rayleizhu/GLMix: time its own visualize_a_batch instead of "
+                        "the re-implementation (needs opencv-python-headless)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import matplotlib
@@ -195,13 +237,21 @@ def main() -> None:
     _logger.info("model: %s\nblock %d (%s): maps %s, image %s", what, rec.ordinal, rec.name,
                  tuple(maps.shape), view.shape)
 
+    release = release_fig4
+    if args.official_repo:
+        utils = load_release_visualization(args.official_repo)
+
+        def release(img, maps):  # the release's own function, one image and one block
+            return utils.visualize_a_batch(img[None], [maps], num_repr=4)[0]
+
+        _logger.info("release: %s/visualization/utils.py visualize_a_batch, as is", args.official_repo)
     np.random.seed(0)
-    release_fig4(img_t, maps_t)  # warm-up: imports, font cache
+    release(img_t, maps_t)  # warm-up: imports, font cache
     ours_fig4(view, maps)
     t_rel, t_ours = [], []
     for _ in range(args.rounds):
         t0 = time.perf_counter()
-        rel = release_fig4(img_t, maps_t)
+        rel = release(img_t, maps_t)
         t_rel.append(time.perf_counter() - t0)
         for _ in range(10):
             t0 = time.perf_counter()
@@ -213,6 +263,16 @@ def main() -> None:
     _logger.info("ours (PAM + render_fig4 into uint8):       %8.2f ms / panel  (median of %d)",
                  o * 1e3, len(t_ours))
     _logger.info("speed-up: %.0fx", r / o)
+    # what glmix-viz adds per figure: the PNG write of the captioned, --scale 2 figure, by compression level
+    from glmix_viz.figures import render_fig4 as render
+
+    reps = select_representatives(maps, 4, seed=0)
+    figure = render(view, maps, reps, captions=True, title="image | model | block", height=2 * view.shape[0],
+                    font_size=16)
+    for level, ms, kb in png_costs(figure):
+        _logger.info("PNG write of a %dx%d figure, compress_level %d: %6.1f ms, %6.0f KB%s",
+                     figure.shape[1], figure.shape[0], level, ms, kb,
+                     "  (Pillow's default)" if level == 6 else "")
     if args.out:
         from PIL import Image
 
