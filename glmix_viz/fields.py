@@ -38,4 +38,4 @@ class FieldError(ValueError):
 def _show(value) -> str:
     if isinstance(value, (tuple, list)):
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)

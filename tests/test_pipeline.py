@@ -366,3 +366,17 @@ def test_sweep_says_what_it_sweeps_and_flags_an_edge(reference, tiny_voc, capsys
     out = capsys.readouterr().out
     best = float(out.split("best: threshold ")[1].split(",")[0])
     assert ("at the edge of the range" in out) == (best in (0.0, 1.0))
+
+
+def test_confident_regions_and_a_background_setting_are_not_both_taken(tiny_voc, tiny_ckpt, tmp_path, capsys):
+    """--confident replaces the background score: with --bg-threshold too, an error names both flags."""
+    from wsss.refine import BackgroundParams, ConfidentRegions
+
+    with pytest.raises(ValueError, match="PseudoLabelConfig.confident 0.3,0.05, PseudoLabelConfig.background"):
+        pipeline.PseudoLabelConfig(confident=ConfidentRegions(0.3, 0.05),
+                                   background=BackgroundParams(threshold=0.4))
+    argv = args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--confident", "0.3,0.05", "--bg-threshold", "0.4")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--confident 0.3,0.05, --bg/--bg-threshold/--bg-power constant (threshold 0.4" in err
+    assert "give one of the two" in err

@@ -30,6 +30,8 @@ FLAGS = {
     "SlotClassifierParams.weight": "--classifier-weight",
     "RegionParams.margin": "--region-margin",
     "PseudoLabelConfig.slot_baseline": "--slot-baseline",
+    "PseudoLabelConfig.confident": "--confident",
+    "PseudoLabelConfig.background": "--bg/--bg-threshold/--bg-power",
     "TrainConfig.mosaic": "--mosaic",
     "TrainConfig.input_size": "--input-size",
 }

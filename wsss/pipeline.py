@@ -79,8 +79,9 @@ class PseudoLabelConfig:
             the bundled model (docs/wsss.md, "Why each default").
         crf: dense CRF parameters, or ``None`` for no CRF.
         confident: IRN's confident/ignore regions (two constant backgrounds;
-            pixels where they disagree become 255) instead of ``background``,
-            or ``None``.
+            pixels where they disagree become 255) instead of ``background``
+            (which must then keep its default: setting both is an error, not
+            a silent override), or ``None``.
         regions: region relabelling of the finished mask (see
             :mod:`wsss.regions`; needs the model, so only
             :func:`pseudo_label_image` applies it), or ``None`` (the
@@ -107,6 +108,15 @@ class PseudoLabelConfig:
         if not 0 <= self.slot_baseline < 1:
             raise FieldError("PseudoLabelConfig.slot_baseline", [self.slot_baseline],
                              "expected a quantile in [0, 1)")
+        if self.confident is not None and self.background != BackgroundParams():
+            bg = self.background
+            raise FieldError(
+                ("PseudoLabelConfig.confident", "PseudoLabelConfig.background"),
+                [f"{self.confident.foreground:g},{self.confident.background:g}",
+                 f"{bg.method} (threshold {bg.threshold:g}, power {bg.power:g})"],
+                "confident regions replace the background score, so a background setting would be ignored: "
+                "give one of the two",
+            )
 
     @property
     def resolved_evidence(self) -> EvidenceConfig:
