@@ -372,7 +372,7 @@ def test_confident_regions_and_a_background_setting_are_not_both_taken(tiny_voc,
     """--confident replaces the background score: with --bg-threshold too, an error names both flags."""
     from wsss.refine import BackgroundParams, ConfidentRegions
 
-    with pytest.raises(ValueError, match="PseudoLabelConfig.confident 0.3,0.05, PseudoLabelConfig.background"):
+    with pytest.raises(ValueError, match="PseudoLabelConfig.confident 0.3,0.05, PseudoLabelConfig.backg"):
         pipeline.PseudoLabelConfig(confident=ConfidentRegions(0.3, 0.05),
                                    background=BackgroundParams(threshold=0.4))
     argv = args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--confident", "0.3,0.05", "--bg-threshold", "0.4")
