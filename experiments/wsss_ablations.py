@@ -1,10 +1,10 @@
 """The choices behind the WSSS defaults: every slot variant scored side by side, on fresh EmojiVOC.
 
     python -m experiments.wsss_ablations                      # bundled demo model, 100 fresh train images
-    python -m experiments.wsss_ablations --images 48 --seed 2025 --skip-throughput
+    python -m experiments.wsss_ablations --images 48 --seed 2025
 
-What ``benchmarks/bench_wsss.py`` measures (CAM only, the default pipeline,
-throughput), plus the grid the defaults were chosen from: slot blocks (the
+The quality rows of ``benchmarks/bench_wsss.py`` (CAM only, the default
+pipeline; throughput stays there), plus the grid the defaults were chosen from: slot blocks (the
 last, the last two or three, 20/50/100 % of the depth, all), mix (0.5, 1),
 sharpness (1, 4, 16) and median baseline (0, 0.5), each scored with the
 background fixed and swept; CRF rows for the best variant and the default
@@ -15,7 +15,6 @@ is scored. The runs and what they decided: docs/experiments.md.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from dataclasses import replace
@@ -34,11 +33,9 @@ from glmix_viz.models.demo import load_demo_model
 from wsss.emojivoc import make_emojivoc
 from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence
 from wsss.metrics import ConfusionAccumulator
-from wsss.pipeline import EvidenceLabeller, PseudoLabelConfig, pseudo_label_image
+from wsss.pipeline import EvidenceLabeller, PseudoLabelConfig
 from wsss.refine import (
     BackgroundParams,
-    CRFParams,
-    dense_crf,
     labels_from_scores,
     slot_refine,
     subtract_baseline,
@@ -168,68 +165,12 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
     print(f"  default, IoU per class: {', '.join(per_class)}")
 
 
-def throughput(demo, args) -> None:
-    rng = np.random.default_rng(0)
-    image = (rng.random((375, 500, 3)) * 255).astype(np.uint8)
-    yy, xx = np.mgrid[0:375, 0:500]
-    image[(yy - 180) ** 2 + (xx - 250) ** 2 < 90 ** 2] = (220, 40, 40)
-    torch.manual_seed(0)
-    stl = timm.create_model("glnet_stl").eval()
-    default = PseudoLabelConfig()
-    print(f"\n2. throughput, 500x375 images, CPU ({torch.get_num_threads()} threads), two classes per image")
-    for name, model, head in (("glnet_demo", demo, ClassHead.from_model(demo)),
-                              ("glnet_stl (ImageNet head)", stl, ClassHead.imagenet(stl))):
-        n_blocks = len(glmix_blocks(model))
-        blocks = (n_blocks - 4, n_blocks - 2, n_blocks)
-        for what, evidence in (("default evidence (stitched)",
-                                replace(default.resolved_evidence, slot_blocks=blocks)),
-                               ("standard CAM: 4 scales", EvidenceConfig(slot_blocks=blocks))):
-            cfg = replace(default, evidence=evidence)
-            pseudo_label_image(model, image, [8, 15], head, cfg)  # warm-up
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                pseudo_label_image(model, image, [8, 15], head, cfg)
-                times.append(time.perf_counter() - t)
-            print(f"  {name:28s} {1 / statistics.median(times):6.2f} pseudo-labels/s "
-                  f"({statistics.median(times) * 1000:.0f} ms/image: {what}, x flip + slots + classifier "
-                  "+ CRF)")
-
-    import pydensecrf.densecrf as dcrf
-
-    probs = rng.random((3, 375, 500)).astype(np.float32)
-    probs /= probs.sum(0, keepdims=True)
-
-    def bare():
-        d = dcrf.DenseCRF2D(500, 375, 3)
-        d.setUnaryEnergy(np.ascontiguousarray(-np.log(probs).reshape(3, -1)))
-        d.addPairwiseGaussian(sxy=3, compat=3)
-        d.addPairwiseBilateral(sxy=50, srgb=5, rgbim=np.ascontiguousarray(image), compat=10)
-        return np.array(d.inference(10)).reshape(3, 375, 500).argmax(0)
-
-    ours_t, bare_t = [], []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        a = dense_crf(image, probs, CRFParams())
-        ours_t.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        b = bare()
-        bare_t.append(time.perf_counter() - t)
-    assert np.array_equal(a, b)
-    o, r = statistics.median(ours_t), statistics.median(bare_t)
-    print(f"  dense CRF: ours {o * 1000:.0f} ms, bare pydensecrf {r * 1000:.0f} ms, "
-          f"ratio {o / r:.2f} (target <= 1.2)")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, help="glnet_demo weights (default: the bundled demo model)")
     p.add_argument("--images", type=int, default=100, help="EmojiVOC train images to score")
     p.add_argument("--seed", type=int, default=2024,
                    help="EmojiVOC seed (the demo model was trained on seed 0)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--skip-quality", action="store_true")
-    p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args()
     if args.checkpoint:
         demo = load_checkpoint(timm.create_model("glnet_demo"), args.checkpoint).eval()
@@ -237,15 +178,10 @@ def main() -> None:
     else:
         demo, origin = load_demo_model()
     print(f"model: {origin}")
-    with torch.no_grad():
-        if not args.skip_quality:
-            with tempfile.TemporaryDirectory() as tmp:
-                root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=1, seed=args.seed,
-                                     progress=False)
-                layout = VOCLayout(root)
-                quality(demo, layout, layout.ids("train"), args)
-        if not args.skip_throughput:
-            throughput(demo, args)
+    with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
+        root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=1, seed=args.seed, progress=False)
+        layout = VOCLayout(root)
+        quality(demo, layout, layout.ids("train"), args)
 
 
 if __name__ == "__main__":
