@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import timm
@@ -82,16 +82,22 @@ def _config(default: PseudoLabelConfig, spec, classifier: bool) -> PseudoLabelCo
                    slot_classifier=default.slot_classifier if classifier else None)
 
 
-def quality(model, layout: VOCLayout, ids, args) -> None:
+def quality(model, layout: VOCLayout, ids, args, grid: Sequence[tuple] = ()) -> None:
+    """The quality table on ``ids``; ``grid``: more slot variants ``(blocks, mix, sharpness, baseline)``
+    scored side by side (``experiments/wsss_ablations.py``), with CRF rows for the best of them and for the
+    default without its baseline."""
     head = ClassHead.from_model(model)
     n_blocks = len(glmix_blocks(model))
     all_blocks = tuple(range(1, n_blocks + 1))
-    variants = {"cam": None, STITCHED_CAM: None}  # the grid of slot variants: experiments/wsss_ablations.py
+    variants = {"cam": None, STITCHED_CAM: None, **{_variant_name(*v): v for v in grid}}
     default = PseudoLabelConfig()
     spec = (default.resolved_evidence.slot_blocks, default.slot_mix, default.slot_sharpness,
             default.slot_baseline)
     default_key = _variant_name(*spec)
-    variants[default_key] = spec
+    variants.setdefault(default_key, spec)
+    no_base = (*spec[:3], 0.0)
+    if grid:
+        variants.setdefault(_variant_name(*no_base), no_base)
     accs = {name: [ConfusionAccumulator() for _ in THRESHOLDS] for name in variants}
     kept = []  # (image, gt, classes, evidence): the CRF rows need the best variant, known only at the end
     labels = layout.image_labels(ids)
@@ -113,8 +119,13 @@ def quality(model, layout: VOCLayout, ids, args) -> None:
         kept.append((image, gt, classes, ev, cam_ev))
     i_def = int(np.argmin(np.abs(THRESHOLDS - default.background.threshold)))
     # CRF rows: (variant, with the slot classifier); the last is the full default pipeline
-    crf_rows = {"cam + crf": ("cam", False), "slots + crf (no classifier)": (default_key, False),
-                "slots + classifier + crf (default)": (default_key, True)}
+    crf_rows = {"cam + crf": ("cam", False), "slots + crf (no classifier)": (default_key, False)}
+    if grid:
+        best_key = max((n for n in variants if n not in ("cam", STITCHED_CAM)),
+                       key=lambda n: accs[n][i_def].summary()["miou"])
+        crf_rows["slots + crf (base 0, no classifier)"] = (_variant_name(*no_base), False)
+        crf_rows[f"{best_key} + crf"] = (best_key, False)
+    crf_rows["slots + classifier + crf (default)"] = (default_key, True)
     best_bg = {name: float(THRESHOLDS[int(np.nanargmax([a.summary()["miou"] for a in accs[name]]))])
                for name, _ in crf_rows.values()}
     crf_accs = {row: {bg: ConfusionAccumulator()
@@ -211,29 +222,41 @@ def throughput(demo, args) -> None:
           f"ratio {o / r:.2f} (target <= 1.2)")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def quality_args(p: argparse.ArgumentParser) -> None:
+    """The options of the quality table (shared with ``experiments/wsss_ablations.py``)."""
     p.add_argument("--checkpoint", type=Path, help="glnet_demo weights (default: the bundled demo model)")
     p.add_argument("--images", type=int, default=100, help="EmojiVOC train images to score")
     p.add_argument("--seed", type=int, default=2024,
                    help="EmojiVOC seed (the demo model was trained on seed 0)")
+
+
+def demo_model(checkpoint: Optional[Path]):
+    """``(glnet_demo with these weights or the bundled ones, where they came from)``, in eval mode."""
+    if checkpoint:
+        return load_checkpoint(timm.create_model("glnet_demo"), checkpoint).eval(), str(checkpoint)
+    return load_demo_model()
+
+
+def quality_on_fresh_split(model, args, grid: Sequence[tuple] = ()) -> None:
+    """:func:`quality` on ``args.images`` freshly generated EmojiVOC train images (seed ``args.seed``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=1, seed=args.seed, progress=False)
+        layout = VOCLayout(root)
+        quality(model, layout, layout.ids("train"), args, grid=grid)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    quality_args(p)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args()
-    if args.checkpoint:
-        demo = load_checkpoint(timm.create_model("glnet_demo"), args.checkpoint).eval()
-        origin = str(args.checkpoint)
-    else:
-        demo, origin = load_demo_model()
+    demo, origin = demo_model(args.checkpoint)
     print(f"model: {origin}")
     with torch.no_grad():
         if not args.skip_quality:
-            with tempfile.TemporaryDirectory() as tmp:
-                root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=1, seed=args.seed,
-                                     progress=False)
-                layout = VOCLayout(root)
-                quality(demo, layout, layout.ids("train"), args)
+            quality_on_fresh_split(demo, args)
         if not args.skip_throughput:
             throughput(demo, args)
 

@@ -10,178 +10,49 @@ sharpness (1, 4, 16) and median baseline (0, 0.5), each scored with the
 background fixed and swept; CRF rows for the best variant and the default
 without its baseline; and region relabelling after the default. Evidence is
 computed once per image with every GLMix block captured, then each variant
-is scored. The runs and what they decided: docs/experiments.md.
+is scored, by the benchmark's own scoring (``quality(..., grid=...)``): this
+script only chooses the grid. The runs and what they decided:
+docs/experiments.md.
 """
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
-from dataclasses import replace
+import importlib.util
 from pathlib import Path
-from typing import Optional
 
-import numpy as np
-import timm
 import torch
 
 import glmix_viz  # noqa: F401
 from glmix_viz.capture import glmix_blocks
-from glmix_viz.images import load_image, normalize
-from glmix_viz.models import load_checkpoint
-from glmix_viz.models.demo import load_demo_model
-from wsss.emojivoc import make_emojivoc
-from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence
-from wsss.metrics import ConfusionAccumulator
-from wsss.pipeline import EvidenceLabeller, PseudoLabelConfig
-from wsss.refine import (
-    BackgroundParams,
-    labels_from_scores,
-    slot_refine,
-    subtract_baseline,
-    with_background,
-)
-from wsss.regions import RegionParams, relabel
-from wsss.voc import VOCLayout, read_mask
 
-THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
-STITCHED_CAM = "cam of the default evidence (stitched)"
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_wsss.py"
 
 
-def _variant_name(blocks, mix: float, sharpness: float, baseline: float) -> str:
-    return f"slots {','.join(map(str, blocks))} mix {mix:g} sharp {sharpness:g} base {baseline:g}"
+def _bench_wsss():
+    """``benchmarks/bench_wsss.py`` as a module (a script folder, not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_wsss", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _variant_scores(ev, spec, refined: Optional[dict] = None) -> np.ndarray:
-    """The CAM (``spec`` None) or its slot refinement, ``spec = (blocks, mix, sharpness, baseline)``.
-
-    ``refined`` (one dict per image) keeps each refinement for the variants that differ only in the baseline.
-    """
-    if spec is None:
-        return ev.cams.numpy()
-    refined = {} if refined is None else refined
-    if spec[:3] not in refined:
-        by_ordinal = {s.ordinal: s for s in ev.slots}
-        refined[spec[:3]] = slot_refine(ev.cams, [by_ordinal[b] for b in spec[0]], spec[1], spec[2])
-    return subtract_baseline(refined[spec[:3]], spec[3]).numpy()
-
-
-def _config(default: PseudoLabelConfig, spec, classifier: bool) -> PseudoLabelConfig:
-    """The pipeline's config for a variant (``spec`` None: CAM only), with or without the slot classifier."""
-    if spec is None:
-        return replace(default, method="cam", slot_classifier=None)
-    blocks, mix, sharpness, baseline = spec
-    return replace(default, evidence=replace(default.resolved_evidence, slot_blocks=tuple(blocks)),
-                   slot_mix=mix, slot_sharpness=sharpness, slot_baseline=baseline,
-                   slot_classifier=default.slot_classifier if classifier else None)
-
-
-def quality(model, layout: VOCLayout, ids, args) -> None:
-    head = ClassHead.from_model(model)
-    n_blocks = len(glmix_blocks(model))
-    all_blocks = tuple(range(1, n_blocks + 1))
-    variants = {"cam": None, STITCHED_CAM: None}
-    for blocks in [(n_blocks,), (n_blocks - 2, n_blocks), (n_blocks - 4, n_blocks - 2, n_blocks),
-                   (2, n_blocks // 2, n_blocks), all_blocks]:
-        for mix in (0.5, 1.0):
-            for sharpness in (1.0, 4.0, 16.0):
-                for baseline in (0.0, 0.5):
-                    variants[_variant_name(blocks, mix, sharpness, baseline)] = (blocks, mix, sharpness,
-                                                                                 baseline)
-    default = PseudoLabelConfig()
-    spec = (default.resolved_evidence.slot_blocks, default.slot_mix, default.slot_sharpness,
-            default.slot_baseline)
-    default_key = _variant_name(*spec)
-    variants.setdefault(default_key, spec)
-    no_base = (*spec[:3], 0.0)
-    variants.setdefault(_variant_name(*no_base), no_base)
-    accs = {name: [ConfusionAccumulator() for _ in THRESHOLDS] for name in variants}
-    kept = []  # (image, gt, classes, evidence): the CRF rows need the best variant, known only at the end
-    labels = layout.image_labels(ids)
-    t0 = time.perf_counter()
-    for image_id in ids:
-        image = np.asarray(load_image(layout.image(image_id)))
-        gt = read_mask(layout.mask(image_id))
-        classes = [c + 1 for c in np.flatnonzero(labels[image_id])]
-        x = normalize(image)
-        ev = compute_evidence(model, x, classes, head,
-                              replace(default.resolved_evidence, slot_blocks=all_blocks))
-        cam_ev = compute_evidence(model, x, classes, head, EvidenceConfig())  # the standard protocol's CAM
-        refined = {}
-        for name, spec in variants.items():
-            scores = _variant_scores(cam_ev if name == "cam" else ev, spec, refined)
-            for t, acc in zip(THRESHOLDS, accs[name]):
-                acc.add(labels_from_scores(with_background(scores, BackgroundParams(threshold=float(t))),
-                                           classes), gt)
-        kept.append((image, gt, classes, ev, cam_ev))
-    i_def = int(np.argmin(np.abs(THRESHOLDS - default.background.threshold)))
-    best_key = max((n for n in variants if n not in ("cam", STITCHED_CAM)),
-                   key=lambda n: accs[n][i_def].summary()["miou"])
-    # CRF rows: (variant, with the slot classifier); the last is the full default pipeline
-    crf_rows = {"cam + crf": ("cam", False), "slots + crf (no classifier)": (default_key, False),
-                "slots + crf (base 0, no classifier)": (_variant_name(*no_base), False),
-                f"{best_key} + crf": (best_key, False),
-                "slots + classifier + crf (default)": (default_key, True)}
-    best_bg = {name: float(THRESHOLDS[int(np.nanargmax([a.summary()["miou"] for a in accs[name]]))])
-               for name, _ in crf_rows.values()}
-    crf_accs = {row: {bg: ConfusionAccumulator()
-                      for bg in sorted({default.background.threshold, best_bg[name]})}
-                for row, (name, _) in crf_rows.items()}
-    regions = "default + region relabelling (--region-relabel)"
-    crf_accs[regions] = {default.background.threshold: ConfusionAccumulator()}
-    for image, gt, classes, ev, cam_ev in kept:  # the pipeline itself, on the evidence computed above
-        for row, (name, classifier) in crf_rows.items():
-            source = cam_ev if name == "cam" else ev
-            labeller = EvidenceLabeller(image, source, _config(default, variants[name], classifier))  # 1 fit
-            for bg, acc in crf_accs[row].items():
-                mask = labeller.mask(BackgroundParams(threshold=bg))
-                acc.add(mask, gt)
-                if classifier and bg == default.background.threshold:  # the default, then region relabelling
-                    relabelled = relabel(model, normalize(image), mask, classes, head, RegionParams())
-                    crf_accs[regions][bg].add(relabelled, gt)
-    dt = time.perf_counter() - t0
-    bg0 = default.background.threshold
-    print(f"\n1. pseudo-mask quality on {len(ids)} EmojiVOC train images (seed {args.seed}), {dt:.0f} s")
-    print(f"  {'method':40s} {f'mIoU @{bg0:g}':>10s} {'best mIoU':>10s} {'at bg':>6s}")
-    rows = {}
-    for name in variants:
-        mious = [a.summary()["miou"] for a in accs[name]]
-        best = int(np.nanargmax(mious))
-        rows[name] = mious[i_def]
-        mark = "  <- default" if name == default_key else ""
-        print(f"  {name:40s} {100 * mious[i_def]:10.2f} {100 * mious[best]:10.2f} "
-              f"{THRESHOLDS[best]:6.2f}{mark}")
-    for row, by_bg in crf_accs.items():
-        for bg, acc in by_bg.items():
-            print(f"  {row:40s} {'':>10s} {100 * acc.summary()['miou']:10.2f} {bg:6.2f}")
-    cam, slot = rows["cam"], rows[default_key]
-    cam_best = np.nanmax([a.summary()["miou"] for a in accs["cam"]])
-    default_summary = crf_accs["slots + classifier + crf (default)"][bg0].summary()
-    crf = default_summary["miou"]
-    print(f"\n  side by side @{bg0:g}: CAM {100 * cam:.2f} (at its best bg {100 * cam_best:.2f})"
-          f" | slots {100 * slot:.2f} | default (slots + classifier + CRF) {100 * crf:.2f}"
-          f"  (default - best CAM = {100 * (crf - cam_best):+.2f} points; targets: >= +10 and >= 75 mIoU)")
-    per_class = [f"{name} {100 * iou:.1f}" for name, iou in default_summary["iou"].items() if iou is not None]
-    print(f"  default, IoU per class: {', '.join(per_class)}")
+def grid(n_blocks: int) -> list:
+    """The variants the defaults were chosen from: ``(blocks, mix, sharpness, baseline)``."""
+    block_sets = [(n_blocks,), (n_blocks - 2, n_blocks), (n_blocks - 4, n_blocks - 2, n_blocks),
+                  (2, n_blocks // 2, n_blocks), tuple(range(1, n_blocks + 1))]
+    return [(blocks, mix, sharpness, baseline) for blocks in block_sets for mix in (0.5, 1.0)
+            for sharpness in (1.0, 4.0, 16.0) for baseline in (0.0, 0.5)]
 
 
 def main() -> None:
+    bench = _bench_wsss()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, help="glnet_demo weights (default: the bundled demo model)")
-    p.add_argument("--images", type=int, default=100, help="EmojiVOC train images to score")
-    p.add_argument("--seed", type=int, default=2024,
-                   help="EmojiVOC seed (the demo model was trained on seed 0)")
+    bench.quality_args(p)
     args = p.parse_args()
-    if args.checkpoint:
-        demo = load_checkpoint(timm.create_model("glnet_demo"), args.checkpoint).eval()
-        origin = str(args.checkpoint)
-    else:
-        demo, origin = load_demo_model()
+    demo, origin = bench.demo_model(args.checkpoint)
     print(f"model: {origin}")
-    with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
-        root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=1, seed=args.seed, progress=False)
-        layout = VOCLayout(root)
-        quality(demo, layout, layout.ids("train"), args)
+    with torch.no_grad():
+        bench.quality_on_fresh_split(demo, args, grid=grid(len(glmix_blocks(demo))))
 
 
 if __name__ == "__main__":
