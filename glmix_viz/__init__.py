@@ -25,7 +25,7 @@ _LAZY = {
     "GLNet": ".models",
     "GLNetTokenLabel": ".models",
     "GLMixBlock": ".models",
-    "OFFICIAL_MODELS": ".models",
+    "OFFICIAL_MODELS": "._names",
     "default_checkpoint_path": ".models",
     "load_checkpoint": ".models",
     "load_demo_model": ".models",

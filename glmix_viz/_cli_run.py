@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from . import __version__
-from ._names import DEFAULT_MODEL, FIGURES, FORMATS, MODEL_CARD_URL
+from ._clihelp import weights_not_found
+from ._names import DEFAULT_MODEL, FIGURES, FORMATS
 from .analysis import select_representatives
 from .capture import SlotCapture, resolve_blocks
-from .devices import resolve_device
 from .figures import (
     array_figure,
     default_depth_blocks,
@@ -27,6 +27,7 @@ from .figures import (
     render_depths,
     render_fig4,
     render_hard_grouping,
+    resize_to_height,
 )
 from .fileio import RunInterrupted, atomic_write
 from .images import MIN_SIDE, Preprocess, load_image, preprocess
@@ -34,18 +35,10 @@ from .models import default_checkpoint_path
 from .models.weights import Weights, WeightsNotFoundError, find_weights, load_model
 from .untrusted import UntrustedPickleError
 
-__all__ = ["ModelSource", "build_model", "select_blocks", "run", "device_from_flag"]
+__all__ = ["ModelSource", "build_model", "select_blocks", "run"]
 
 _logger = logging.getLogger("glmix_viz")
 PNG_LEVEL = 1
-
-
-def device_from_flag(name: str) -> torch.device:
-    """``--device`` (see :func:`glmix_viz.devices.resolve_device`); errors name the flag."""
-    try:
-        return resolve_device(name)
-    except ValueError as err:
-        raise ValueError(f"--{err}") from None
 
 
 @dataclass(frozen=True)
@@ -78,11 +71,7 @@ def build_model(
     try:
         weights = find_weights(model_name, checkpoint, default_model=DEFAULT_MODEL)
     except WeightsNotFoundError as err:
-        raise ValueError(
-            f"no weights for --model {err.model}: expected {err.expected}. Download them from "
-            f"{MODEL_CARD_URL} to that path, or pass --checkpoint FILE; --model glnet_demo (or --demo) runs "
-            "the bundled demo model"
-        ) from None
+        raise weights_not_found(err, "--model glnet_demo (or --demo) runs the bundled demo model") from None
     try:
         model, weights, what = load_model(weights, weights_only=not trust, seed=seed)
     except UntrustedPickleError as err:
@@ -200,7 +189,8 @@ def _render_one(
             else:
                 path = out / f"{name}_b{o:02d}_groups.{fmt}"
                 groups = render_hard_grouping(view, m, seed=seed)
-                panels = [_scaled(view, height), _scaled(groups, height, nearest=True)]
+                panels = [resize_to_height(view, height),
+                          resize_to_height(groups, height, nearest=True)]
                 captions = ["input", f"each pixel's most likely of {m.shape[0]} slots"]
                 if fmt == "png":
                     _save_png(path, render_captioned(panels, captions, title=title, font_size=font),
@@ -227,17 +217,6 @@ def _render_one(
 
         atomic_write(out / f"{name}.npz", write_npz)
     return written
-
-
-def _scaled(image: np.ndarray, height: int, *, nearest: bool = False) -> np.ndarray:
-    """``image`` resized to ``height`` rows, aspect kept (bicubic; ``nearest`` for label colours)."""
-    from PIL import Image
-
-    if image.shape[0] == height:
-        return image
-    width = max(1, int(round(image.shape[1] * height / image.shape[0])))
-    method = Image.Resampling.NEAREST if nearest else Image.Resampling.BICUBIC
-    return np.asarray(Image.fromarray(image).resize((width, height), method))
 
 
 def run(

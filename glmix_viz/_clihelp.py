@@ -1,9 +1,9 @@
-"""What the command-line tools share for ``--help``: each option's default shown once."""
+"""What the two command-line tools share: ``--help`` formatting, and how library errors read as flags."""
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["HelpFormatter"]
+__all__ = ["HelpFormatter", "device_from_flag", "weights_not_found"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -20,3 +20,22 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 or not action.option_strings or action.nargs == 0):
             return text
         return f"{text} (default: %(default)s)"
+
+
+def device_from_flag(name: str):
+    """``--device`` as a ``torch.device`` (:func:`glmix_viz.devices.resolve_device`); errors name the flag."""
+    from .devices import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as err:
+        raise ValueError(f"--{err}") from None
+
+
+def weights_not_found(err, demo_hint: str) -> ValueError:
+    """A :class:`~glmix_viz.models.weights.WeightsNotFoundError` in the tools' words; ``demo_hint`` says
+    how the tool runs the bundled demo model."""
+    from ._names import MODEL_CARD_URL
+
+    return ValueError(f"no weights for --model {err.model}: expected {err.expected}. Download them from "
+                      f"{MODEL_CARD_URL} to that path, or pass --checkpoint FILE; {demo_hint}")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
-from ._clihelp import HelpFormatter
+from ._clihelp import HelpFormatter, device_from_flag
 from ._names import DEFAULT_MODEL, DEMO_IMAGE, FIGURES, FORMATS, OFFICIAL_MODELS
 from .fileio import RunInterrupted, check_output_dir
 
@@ -112,7 +112,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if not 0.25 <= args.scale <= 8:
         parser.error(f"--scale must be between 0.25 and 8, got {args.scale}")
     # torch, timm, matplotlib: only now
-    from ._cli_run import build_model, device_from_flag, run, select_blocks
+    from ._cli_run import build_model, run, select_blocks
     from .images import Preprocess, expand_image_paths
 
     try:

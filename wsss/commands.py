@@ -11,11 +11,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from glmix_viz.devices import resolve_device
+from glmix_viz._clihelp import device_from_flag, weights_not_found
 from glmix_viz.untrusted import load_npz
 
 from .evidence import ClassHead, EvidenceConfig
-from .manifest import make_manifest, prepare_run_folder
+from .manifest import RunFolderError, make_manifest, prepare_run_folder
 from .metrics import ConfusionAccumulator
 from .pipeline import PseudoLabelConfig, run_pseudo_labels
 from .refine import BackgroundParams, ConfidentRegions, CRFParams, labels_from_scores, with_background
@@ -105,10 +105,7 @@ def train_command(args: argparse.Namespace, progress: bool = True) -> int:
         amp=not args.no_amp, max_steps=args.max_steps, ema_decay=args.ema_decay, mosaic=args.mosaic,
         position_negatives=args.position_negatives, pos_weight=_pos_weight(args.pos_weight),
     )
-    try:
-        resolve_device(args.device)  # checked before any work; the library names the field, the CLI its flag
-    except ValueError as err:
-        raise ValueError(f"--{err}") from None
+    device_from_flag(args.device)  # checked before train() creates its folder
     metrics = train(config, resume=args.resume, progress=progress)
     _logger.info("done: %s", metrics)
     return 0
@@ -122,18 +119,14 @@ def load_model(checkpoint, model_name, head: str) -> Tuple[torch.nn.Module, str,
     Returns:
         ``(model in eval mode, its registered name, its weights file or None for the bundled demo)``.
     """
-    from glmix_viz.models import MODEL_CARD_URL
     from glmix_viz.models.weights import WeightsNotFoundError, find_weights
     from glmix_viz.models.weights import load_model as load_weights
 
     try:
         weights = find_weights(model_name, checkpoint)
     except WeightsNotFoundError as err:
-        raise ValueError(
-            f"no weights for --model {err.model}: expected {err.expected}. Download them from "
-            f"{MODEL_CARD_URL} to that path, or pass --checkpoint FILE; without --model (or with --model "
-            "glnet_demo) the bundled demo model is used"
-        ) from None
+        raise weights_not_found(err, "without --model (or with --model glnet_demo) the bundled demo model "
+                                "is used") from None
     model, weights, what = load_weights(weights, num_classes=1000 if head == "imagenet" else 20)
     _logger.info("using %s", what)
     return model, weights.model, weights.path
@@ -152,10 +145,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     rank, world = _dist()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as err:  # the library names the field, the CLI its flag
-        raise ValueError(f"--{err}") from None
+    device = device_from_flag(args.device)
     blocks = _numbers(args.blocks, "--blocks", int) if args.method == "slots" else ()
     config = PseudoLabelConfig(
         method=args.method,
@@ -190,8 +180,8 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     )
     try:
         prepare_run_folder(args.out, manifest, overwrite=args.overwrite, write=rank == 0)
-    except ValueError as err:  # the library names the field, the CLI its flag
-        raise ValueError(str(err).replace("; overwrite to", "; --overwrite to")) from None
+    except RunFolderError as err:  # the library names the setting, the CLI its flag
+        raise err.with_flag("--overwrite") from None
     if world > 1:
         torch.distributed.barrier()  # no rank writes a mask before rank 0 has checked and cleared the folder
     counts = run_pseudo_labels(model, layout, ids, labels, args.out, head=head, config=config, device=device,

@@ -18,13 +18,34 @@ from typing import Any, Dict, List, Optional, Sequence
 from glmix_viz import __version__
 from glmix_viz.fileio import atomic_write
 
-__all__ = ["MANIFEST", "COMPARED", "file_sha256", "make_manifest", "differences", "prepare_run_folder"]
+__all__ = ["MANIFEST", "COMPARED", "RunFolderError", "file_sha256", "make_manifest", "differences",
+           "prepare_run_folder"]
 
 _logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 # What decides a mask's pixels; the rest (paths, split, version, save_scores) may change between resumes.
 COMPARED = ("model", "checkpoint_sha256", "head", "labels", "config")
+
+
+_REDO = "redo them, or choose another output folder"
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be resumed; ``overwrite`` (whatever a front end calls it) is the way out.
+
+    Attributes:
+        problem: what is wrong with the folder.
+        remedy: what overwriting does about it.
+    """
+
+    def __init__(self, problem: str, remedy: str) -> None:
+        self.problem, self.remedy = problem, remedy
+        super().__init__(f"{problem}; overwrite to {remedy}")
+
+    def with_flag(self, flag: str) -> ValueError:
+        """The same error naming the front end's switch (``"--overwrite"``)."""
+        return ValueError(f"{self.problem}; {flag} to {self.remedy}")
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -105,8 +126,8 @@ def prepare_run_folder(out: Path, manifest: Dict[str, Any], *, overwrite: bool =
         write: write the manifest (only one process of a distributed run does).
 
     Raises:
-        ValueError: the folder holds masks made otherwise (names what differs),
-            or masks without a manifest, and ``overwrite`` is off.
+        RunFolderError: the folder holds masks made otherwise (names what
+            differs), or masks without a manifest, and ``overwrite`` is off.
     """
     out = Path(out)
     path = out / MANIFEST
@@ -121,15 +142,14 @@ def prepare_run_folder(out: Path, manifest: Dict[str, Any], *, overwrite: bool =
         try:
             old = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-            raise ValueError(f"{path}: not a readable manifest ({err}); overwrite to start afresh") from None
+            raise RunFolderError(f"{path}: not a readable manifest ({err})", "start afresh") from None
         changed = differences(old if isinstance(old, dict) else {}, manifest)
         if changed:
             shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
-            raise ValueError(f"{out} holds masks made with other settings ({shown}); overwrite to redo them, "
-                             "or choose another output folder")
+            raise RunFolderError(f"{out} holds masks made with other settings ({shown})", _REDO)
     elif found:
-        raise ValueError(f"{out} holds {len(found)} masks or scores but no {MANIFEST} (made by an older "
-                         "version or another tool); overwrite to redo them, or choose another output folder")
+        raise RunFolderError(f"{out} holds {len(found)} masks or scores but no {MANIFEST} (made by an older "
+                             "version or another tool)", _REDO)
     if write:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n"))

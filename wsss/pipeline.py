@@ -287,7 +287,6 @@ def run_pseudo_labels(
     evidence_cfg = evidence_config(model, config)
     bar = tqdm(mine, desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels", unit="img",
                disable=not progress, position=rank)
-    t0 = time.perf_counter()
     log = _ProgressLog(len(mine), every_s=None if progress else LOG_EVERY_S)
     try:
         for image_id in bar:
@@ -320,7 +319,7 @@ def run_pseudo_labels(
                     p, scores=result.scores.astype(np.float16), classes=np.array(result.classes, np.uint8)))
             atomic_write(target, lambda p: save_mask(p, mask))
             counts["written"] += 1
-            bar.set_postfix(img_s=f"{counts['written'] / (time.perf_counter() - t0):.2f}")
+            bar.set_postfix(img_s=f"{log.rate(counts):.2f}")
     except KeyboardInterrupt:
         raise RunInterrupted(counts["written"] + counts["skipped"], len(mine)) from None
     finally:
@@ -333,11 +332,16 @@ LOG_EVERY_S = 30.0  # progress lines when the output is not a terminal (a log fi
 
 
 class _ProgressLog:
-    """A log line every ``every_s`` seconds with images done, images/s and ETA (``None``: never)."""
+    """The run's speed; a log line every ``every_s`` seconds with images done, images/s and ETA
+    (``None``: never; the progress bar shows it)."""
 
     def __init__(self, total: int, every_s: Optional[float]) -> None:
         self.total, self.every_s = total, every_s
         self.start = self.last = time.perf_counter()
+
+    def rate(self, counts: Dict[str, int]) -> float:
+        """Images written per second since the start (skipped ones cost nothing, so they do not count)."""
+        return counts["written"] / max(time.perf_counter() - self.start, 1e-9)
 
     def tick(self, counts: Dict[str, int], final: bool = False) -> None:
         now = time.perf_counter()
@@ -345,7 +349,7 @@ class _ProgressLog:
             return
         self.last = now
         done = counts["written"] + counts["skipped"] + counts["failed"]
-        rate = counts["written"] / max(now - self.start, 1e-9)
+        rate = self.rate(counts)
         left = self.total - done
         eta = _clock(left / rate) if rate > 0 else "?"
         _logger.info("%d/%d images (%d written, %d skipped, %d failed), %.2f images/s, %s %s", done,

@@ -18,6 +18,7 @@ from .paper import (
     render_representatives,
     render_slot_panel,
     representative_colors,
+    resize_to_height,
 )
 from .slots import colormap_lut, render_hard_grouping, render_slot_grid, slot_palette
 
@@ -43,5 +44,6 @@ __all__ = [
     "render_slot_grid",
     "render_slot_panel",
     "representative_colors",
+    "resize_to_height",
     "slot_palette",
 ]

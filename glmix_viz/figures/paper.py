@@ -30,6 +30,7 @@ __all__ = [
     "REPRESENTATIVE_COLORS",
     "fig4_captions",
     "render_captioned",
+    "resize_to_height",
     "array_figure",
     "blend_heatmap",
     "checkpoints_figure",
@@ -116,6 +117,12 @@ def _resize(array: np.ndarray, size: Tuple[int, int], *, nearest: bool = False) 
         return array
     resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BICUBIC
     return np.asarray(Image.fromarray(array).resize((w, h), resample), dtype=np.uint8)
+
+
+def resize_to_height(image: np.ndarray, height: int, *, nearest: bool = False) -> np.ndarray:
+    """uint8 ``(h, w, 3)`` resized to ``height`` rows, aspect kept (bicubic; ``nearest``: label colours)."""
+    h, w = image.shape[:2]
+    return _resize(image, (height, max(1, int(round(w * height / h)))), nearest=nearest)
 
 
 def _outline(tile: np.ndarray, color: np.ndarray, width: int) -> None:
@@ -381,9 +388,8 @@ def fig4_panels(
     image, maps = _as_image(image), _as_maps(maps)
     reps = _as_reps(representatives, maps.shape[0])
     colors = _colors(colors, len(reps)) if reps else None
-    h, w = image.shape[:2]
-    if height is not None and int(height) != h:
-        view = _resize(image, (int(height), max(1, int(round(int(height) * w / h)))))
+    if height is not None and int(height) != image.shape[0]:
+        view = resize_to_height(image, int(height))
     else:
         view = image
     ht = view.shape[0]
@@ -573,8 +579,7 @@ def render_checkpoints(
     """
     _check_series(maps_list, representatives_list, labels, "checkpoint")
     image = _as_image(image)
-    h, w = image.shape[:2]
-    view = _resize(image, (int(height), max(1, int(round(int(height) * w / h))))) if height else image
+    view = resize_to_height(image, int(height)) if height else image
     ht = view.shape[0]
     columns = [_stack([render_label("input", size=font_size), view], axis=0, gap=0)]
     for maps, reps, label in zip(maps_list, representatives_list, labels):

@@ -69,6 +69,7 @@ def can_fuse(x: torch.Tensor) -> bool:
     )
 
 
+_OOM = getattr(torch, "OutOfMemoryError", ())
 # What oneDNN or the dispatcher says when an op is missing or refuses an input (layout, dtype, build).
 _UNSUPPORTED = re.compile(
     r"not supported|unsupported|could not create a primitive|could not run|not implemented|no such operator|"
@@ -89,8 +90,6 @@ def _fall_back(err: RuntimeError) -> None:
     set_fused_inference(False)
     clear_packed_weights()
 
-
-_OOM = getattr(torch, "OutOfMemoryError", ())
 
 
 PACKS_PER_WEIGHT = 2
