@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from ._clihelp import weights_not_found
+from ._clihelp import check_model_flag, weights_not_found
 from ._names import DEFAULT_MODEL, FIGURES, FORMATS
 from .analysis import select_representatives
 from .capture import SlotCapture, resolve_blocks
@@ -64,10 +64,7 @@ def build_model(
     model_name: Optional[str], checkpoint: Optional[Path], *, trust: bool = False, seed: int = 0
 ) -> Tuple[torch.nn.Module, ModelSource]:
     """The model and where its weights came from (``model_name`` ``None``: ``glnet_stl``, else the demo)."""
-    import timm
-
-    if model_name is not None and model_name not in timm.list_models("*glnet*"):
-        raise ValueError(f"--model {model_name!r} is not a GLNet; choose from {timm.list_models('*glnet*')}")
+    check_model_flag(model_name)
     try:
         weights = find_weights(model_name, checkpoint, default_model=DEFAULT_MODEL)
     except WeightsNotFoundError as err:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["HelpFormatter", "device_from_flag", "weights_not_found"]
+__all__ = ["HelpFormatter", "check_model_flag", "device_from_flag", "weights_not_found"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -39,3 +39,13 @@ def weights_not_found(err, demo_hint: str) -> ValueError:
 
     return ValueError(f"no weights for --model {err.model}: expected {err.expected}. Download them from "
                       f"{MODEL_CARD_URL} to that path, or pass --checkpoint FILE; {demo_hint}")
+
+
+def check_model_flag(name) -> None:
+    """``--model``: ``None`` or a registered GLNet, else an error listing them (imports timm)."""
+    import timm
+
+    import glmix_viz  # noqa: F401  (registers the GLNets)
+
+    if name is not None and name not in timm.list_models("*glnet*"):
+        raise ValueError(f"--model {name!r} is not a GLNet; choose from {timm.list_models('*glnet*')}")

@@ -271,6 +271,8 @@ def test_named_model_without_weights_is_an_error(tiny_voc, tmp_path, monkeypatch
             and "--checkpoint" in err)
     assert cli.main([*base, "--checkpoint", str(tmp_path / "nope.pth")]) == 2
     assert f"no such file: {tmp_path / 'nope.pth'}" in capsys.readouterr().err
+    assert cli.main([*base, "--model", "glnet_typo"]) == 2  # a one-line error, not timm's traceback
+    assert "--model 'glnet_typo' is not a GLNet" in capsys.readouterr().err
     assert not (tmp_path / "pl").exists() or not list((tmp_path / "pl").glob("*.png"))
 
 

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from glmix_viz._clihelp import device_from_flag, weights_not_found
+from glmix_viz._clihelp import check_model_flag, device_from_flag, weights_not_found
 from glmix_viz.untrusted import load_npz
 
 from .evidence import ClassHead, EvidenceConfig
@@ -122,6 +122,7 @@ def load_model(checkpoint, model_name, head: str) -> Tuple[torch.nn.Module, str,
     from glmix_viz.models.weights import WeightsNotFoundError, find_weights
     from glmix_viz.models.weights import load_model as load_weights
 
+    check_model_flag(model_name)
     try:
         weights = find_weights(model_name, checkpoint)
     except WeightsNotFoundError as err:
