@@ -35,16 +35,16 @@ from glmix_viz.images import load_image, normalize
 from glmix_viz.models import load_checkpoint
 from glmix_viz.models.demo import load_demo_model
 from wsss.emojivoc import make_emojivoc
-from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence
+from wsss.evidence import ClassHead, compute_evidence
 from wsss.metrics import ConfusionAccumulator
-from wsss.pipeline import EvidenceLabeller, PseudoLabelConfig, pseudo_label_image
+from wsss.pipeline import STANDARD_CAM, EvidenceLabeller, PseudoLabelConfig, class_scores, pseudo_label_image
+from wsss.presets import resolve_settings
 from wsss.refine import (
     BackgroundParams,
     CRFParams,
+    SlotRefineParams,
     dense_crf,
     labels_from_scores,
-    slot_refine,
-    subtract_baseline,
     with_background,
 )
 from wsss.regions import RegionParams, relabel
@@ -54,50 +54,35 @@ THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 STITCHED_CAM = "cam of the default evidence (stitched)"
 
 
-def _variant_name(blocks, mix: float, sharpness: float, baseline: float) -> str:
-    return f"slots {','.join(map(str, blocks))} mix {mix:g} sharp {sharpness:g} base {baseline:g}"
+def _variant_name(slots: SlotRefineParams) -> str:
+    return (f"slots {','.join(map(str, slots.blocks))} mix {slots.mix:g} sharp {slots.sharpness:g} "
+            f"base {slots.baseline:g}")
 
 
-def _variant_scores(ev, spec, refined: Optional[dict] = None) -> np.ndarray:
-    """The CAM (``spec`` None) or its slot refinement, ``spec = (blocks, mix, sharpness, baseline)``.
-
-    ``refined`` (one dict per image) keeps each refinement for the variants that differ only in the baseline.
-    """
-    if spec is None:
-        return ev.cams.numpy()
-    refined = {} if refined is None else refined
-    if spec[:3] not in refined:
-        by_ordinal = {s.ordinal: s for s in ev.slots}
-        refined[spec[:3]] = slot_refine(ev.cams, [by_ordinal[b] for b in spec[0]], spec[1], spec[2])
-    return subtract_baseline(refined[spec[:3]], spec[3]).numpy()
+def _config(default: PseudoLabelConfig, slots: Optional[SlotRefineParams],
+            classifier: bool) -> PseudoLabelConfig:
+    """The pipeline's config for a variant (``slots`` None: CAM only), with or without the slot classifier."""
+    return replace(default, slots=slots, classifier=default.classifier if classifier and slots else None)
 
 
-def _config(default: PseudoLabelConfig, spec, classifier: bool) -> PseudoLabelConfig:
-    """The pipeline's config for a variant (``spec`` None: CAM only), with or without the slot classifier."""
-    if spec is None:
-        return replace(default, method="cam", slot_classifier=None)
-    blocks, mix, sharpness, baseline = spec
-    return replace(default, evidence=replace(default.resolved_evidence, slot_blocks=tuple(blocks)),
-                   slot_mix=mix, slot_sharpness=sharpness, slot_baseline=baseline,
-                   slot_classifier=default.slot_classifier if classifier else None)
+def settings(model, args) -> PseudoLabelConfig:
+    """The settings measured: the model's preset (``--preset auto``) or the model-agnostic defaults."""
+    return resolve_settings(model, use_preset=getattr(args, "preset", "auto") == "auto").config
 
 
-def quality(model, layout: VOCLayout, ids, args, grid: Sequence[tuple] = ()) -> None:
-    """The quality table on ``ids``; ``grid``: more slot variants ``(blocks, mix, sharpness, baseline)``
-    scored side by side (``experiments/wsss_ablations.py``), with CRF rows for the best of them and for the
-    default without its baseline."""
+def quality(model, layout: VOCLayout, ids, args, grid: Sequence[SlotRefineParams] = ()) -> None:
+    """The quality table on ``ids``; ``grid``: more slot variants scored side by side
+    (``experiments/wsss_ablations.py``), with CRF rows for the best of them and for the default without its
+    baseline."""
     head = ClassHead.from_model(model)
-    n_blocks = len(glmix_blocks(model))
-    all_blocks = tuple(range(1, n_blocks + 1))
-    variants = {"cam": None, STITCHED_CAM: None, **{_variant_name(*v): v for v in grid}}
-    default = PseudoLabelConfig()
-    spec = (default.resolved_evidence.slot_blocks, default.slot_mix, default.slot_sharpness,
-            default.slot_baseline)
-    default_key = _variant_name(*spec)
-    variants.setdefault(default_key, spec)
-    no_base = (*spec[:3], 0.0)
+    default = settings(model, args)
+    all_blocks = tuple(range(1, len(glmix_blocks(model)) + 1))
+    variants = {"cam": None, STITCHED_CAM: None, **{_variant_name(v): v for v in grid}}
+    default_key = _variant_name(default.slots)
+    variants.setdefault(default_key, default.slots)
+    no_base = replace(default.slots, baseline=0.0)
     if grid:
-        variants.setdefault(_variant_name(*no_base), no_base)
+        variants.setdefault(_variant_name(no_base), no_base)
     accs = {name: [ConfusionAccumulator() for _ in THRESHOLDS] for name in variants}
     kept = []  # (image, gt, classes, evidence): the CRF rows need the best variant, known only at the end
     labels = layout.image_labels(ids)
@@ -107,32 +92,30 @@ def quality(model, layout: VOCLayout, ids, args, grid: Sequence[tuple] = ()) -> 
         gt = read_mask(layout.mask(image_id))
         classes = [c + 1 for c in np.flatnonzero(labels[image_id])]
         x = normalize(image)
-        ev = compute_evidence(model, x, classes, head,
-                              replace(default.resolved_evidence, slot_blocks=all_blocks))
-        cam_ev = compute_evidence(model, x, classes, head, EvidenceConfig())  # the standard protocol's CAM
-        refined = {}
-        for name, spec in variants.items():
-            scores = _variant_scores(cam_ev if name == "cam" else ev, spec, refined)
+        ev = compute_evidence(model, x, classes, head, default.evidence, slot_blocks=all_blocks)
+        cam_ev = compute_evidence(model, x, classes, head, STANDARD_CAM)  # the standard protocol's CAM
+        for name, slots in variants.items():
+            scores = class_scores(cam_ev if name == "cam" else ev, slots)
             for t, acc in zip(THRESHOLDS, accs[name]):
                 acc.add(labels_from_scores(with_background(scores, BackgroundParams(threshold=float(t))),
                                            classes), gt)
         kept.append((image, gt, classes, ev, cam_ev))
-    i_def = int(np.argmin(np.abs(THRESHOLDS - default.background.threshold)))
+    bg0 = default.background.threshold
+    i_def = int(np.argmin(np.abs(THRESHOLDS - bg0)))
     # CRF rows: (variant, with the slot classifier); the last is the full default pipeline
     crf_rows = {"cam + crf": ("cam", False), "slots + crf (no classifier)": (default_key, False)}
     if grid:
         best_key = max((n for n in variants if n not in ("cam", STITCHED_CAM)),
                        key=lambda n: accs[n][i_def].summary()["miou"])
-        crf_rows["slots + crf (base 0, no classifier)"] = (_variant_name(*no_base), False)
+        crf_rows["slots + crf (base 0, no classifier)"] = (_variant_name(no_base), False)
         crf_rows[f"{best_key} + crf"] = (best_key, False)
     crf_rows["slots + classifier + crf (default)"] = (default_key, True)
     best_bg = {name: float(THRESHOLDS[int(np.nanargmax([a.summary()["miou"] for a in accs[name]]))])
                for name, _ in crf_rows.values()}
-    crf_accs = {row: {bg: ConfusionAccumulator()
-                      for bg in sorted({default.background.threshold, best_bg[name]})}
+    crf_accs = {row: {bg: ConfusionAccumulator() for bg in sorted({bg0, best_bg[name]})}
                 for row, (name, _) in crf_rows.items()}
     regions = "default + region relabelling (--region-relabel)"
-    crf_accs[regions] = {default.background.threshold: ConfusionAccumulator()}
+    crf_accs[regions] = {bg0: ConfusionAccumulator()}
     for image, gt, classes, ev, cam_ev in kept:  # the pipeline itself, on the evidence computed above
         for row, (name, classifier) in crf_rows.items():
             source = cam_ev if name == "cam" else ev
@@ -140,12 +123,13 @@ def quality(model, layout: VOCLayout, ids, args, grid: Sequence[tuple] = ()) -> 
             for bg, acc in crf_accs[row].items():
                 mask = labeller.mask(BackgroundParams(threshold=bg))
                 acc.add(mask, gt)
-                if classifier and bg == default.background.threshold:  # the default, then region relabelling
+                if classifier and bg == bg0:  # the default, then region relabelling
                     relabelled = relabel(model, normalize(image), mask, classes, head, RegionParams())
                     crf_accs[regions][bg].add(relabelled, gt)
     dt = time.perf_counter() - t0
-    bg0 = default.background.threshold
-    print(f"\n1. pseudo-mask quality on {len(ids)} EmojiVOC train images (seed {args.seed}), {dt:.0f} s")
+    which = "preset" if getattr(args, "preset", "auto") == "auto" else "model-agnostic defaults"
+    print(f"\n1. pseudo-mask quality on {len(ids)} EmojiVOC train images (seed {args.seed}), {dt:.0f} s; "
+          f"settings: {which}")
     print(f"  {'method':40s} {f'mIoU @{bg0:g}':>10s} {'best mIoU':>10s} {'at bg':>6s}")
     rows = {}
     for name in variants:
@@ -176,15 +160,12 @@ def throughput(demo, args) -> None:
     image[(yy - 180) ** 2 + (xx - 250) ** 2 < 90 ** 2] = (220, 40, 40)
     torch.manual_seed(0)
     stl = timm.create_model("glnet_stl").eval()
-    default = PseudoLabelConfig()
     print(f"\n2. throughput, 500x375 images, CPU ({torch.get_num_threads()} threads), two classes per image")
     for name, model, head in (("glnet_demo", demo, ClassHead.from_model(demo)),
                               ("glnet_stl (ImageNet head)", stl, ClassHead.imagenet(stl))):
-        n_blocks = len(glmix_blocks(model))
-        blocks = (n_blocks - 4, n_blocks - 2, n_blocks)
-        for what, evidence in (("default evidence (stitched)",
-                                replace(default.resolved_evidence, slot_blocks=blocks)),
-                               ("standard CAM: 4 scales", EvidenceConfig(slot_blocks=blocks))):
+        default = settings(model, args)
+        for what, evidence in (("default evidence (stitched)", default.evidence),
+                               ("standard CAM: 4 scales", STANDARD_CAM)):
             cfg = replace(default, evidence=evidence)
             pseudo_label_image(model, image, [8, 15], head, cfg)  # warm-up
             times = []
@@ -228,6 +209,9 @@ def quality_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, default=100, help="EmojiVOC train images to score")
     p.add_argument("--seed", type=int, default=2024,
                    help="EmojiVOC seed (the demo model was trained on seed 0)")
+    p.add_argument("--preset", choices=("auto", "none"), default="auto",
+                   help="auto: the checkpoint's preset (the bundled model's measured settings); none: the "
+                        "model-agnostic defaults, some derived from the model")
 
 
 def demo_model(checkpoint: Optional[Path]):
@@ -237,7 +221,7 @@ def demo_model(checkpoint: Optional[Path]):
     return load_demo_model()
 
 
-def quality_on_fresh_split(model, args, grid: Sequence[tuple] = ()) -> None:
+def quality_on_fresh_split(model, args, grid: Sequence[SlotRefineParams] = ()) -> None:
     """:func:`quality` on ``args.images`` freshly generated EmojiVOC train images (seed ``args.seed``)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=1, seed=args.seed, progress=False)

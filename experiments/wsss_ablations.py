@@ -24,6 +24,7 @@ import torch
 
 import glmix_viz  # noqa: F401
 from glmix_viz.capture import glmix_blocks
+from wsss.refine import SlotRefineParams
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_wsss.py"
 
@@ -37,10 +38,10 @@ def _bench_wsss():
 
 
 def grid(n_blocks: int) -> list:
-    """The variants the defaults were chosen from: ``(blocks, mix, sharpness, baseline)``."""
+    """The slot-refinement variants the defaults were chosen from."""
     block_sets = [(n_blocks,), (n_blocks - 2, n_blocks), (n_blocks - 4, n_blocks - 2, n_blocks),
                   (2, n_blocks // 2, n_blocks), tuple(range(1, n_blocks + 1))]
-    return [(blocks, mix, sharpness, baseline) for blocks in block_sets for mix in (0.5, 1.0)
+    return [SlotRefineParams(blocks, mix, sharpness, baseline) for blocks in block_sets for mix in (0.5, 1.0)
             for sharpness in (1.0, 4.0, 16.0) for baseline in (0.0, 0.5)]
 
 

@@ -13,6 +13,7 @@ from wsss.emojivoc import make_emojivoc
 from wsss.evidence import ClassHead
 from wsss.metrics import ConfusionAccumulator
 from wsss.pipeline import PseudoLabelConfig, pseudo_label_image
+from wsss.presets import resolve_settings
 from wsss.refine import BackgroundParams
 from wsss.regions import RegionParams, class_regions, relabel
 from wsss.train import mean_average_precision
@@ -81,15 +82,16 @@ def test_slot_and_crf_pseudo_masks_beat_cam_only(demo, seed2024):
     layout = seed2024
     head = ClassHead.from_model(model)
     cam_only, default = ConfusionAccumulator(), ConfusionAccumulator()
+    preset = resolve_settings(model).config  # the settings the bundled checkpoint carries
     ids = layout.ids("train")
     labels = layout.image_labels(ids)
     for image_id in ids:
         image = np.asarray(load_image(layout.image(image_id)))
         classes = [c + 1 for c in np.flatnonzero(labels[image_id])]
         gt = read_mask(layout.mask(image_id))
-        cam_cfg = PseudoLabelConfig(method="cam", crf=None, background=BackgroundParams(threshold=0.4))
+        cam_cfg = PseudoLabelConfig.cam(crf=None, background=BackgroundParams(threshold=0.4))
         cam_only.add(pseudo_label_image(model, image, classes, head, cam_cfg).mask, gt)
-        default.add(pseudo_label_image(model, image, classes, head).mask, gt)
+        default.add(pseudo_label_image(model, image, classes, head, preset).mask, gt)
     assert default.summary()["miou"] > cam_only.summary()["miou"] + 0.10, (default.summary(),
                                                                           cam_only.summary())
 

@@ -8,10 +8,11 @@ import pytest
 import timm
 import torch
 
-from wsss.evidence import IMAGENET_TO_VOC, ClassHead, EvidenceConfig, SlotMaps, compute_evidence, stitched_cam
-from wsss.pipeline import PseudoLabelConfig
+from glmix_viz.capture import SlotRecord
+from wsss.evidence import IMAGENET_TO_VOC, ClassHead, EvidenceConfig, compute_evidence, stitched_cam
 from wsss.refine import (
     BackgroundParams,
+    SlotRefineParams,
     labels_from_scores,
     slot_refine,
     subtract_baseline,
@@ -21,11 +22,17 @@ from wsss.refine import (
 from wsss.voc import VOC_FOREGROUND
 
 
+def _record(ordinal, logits, grid):
+    """A captured block's record of one image: ``logits`` ``(K, N)``."""
+    return SlotRecord(f"block{ordinal}", ordinal, logits[None], grid)
+
+
 def test_slot_refinement_hand_worked():
     # 2 slots on a 1x4 grid: slot 0 owns pixels 0-1, slot 1 pixels 2-3 (logits far apart: hard clustering and
     # dispatch, clustering [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]], dispatch [[1, 1, 0, 0], [0, 0, 1, 1]])
-    slots = [SlotMaps(1, 60.0 * torch.tensor([[1.0, 1.0, 0, 0], [0, 0, 1.0, 1.0]]), (1, 4))]
-    np.testing.assert_allclose(slots[0].clustering().numpy(), [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]], atol=1e-6)
+    slots = [_record(1, 60.0 * torch.tensor([[1.0, 1.0, 0, 0], [0, 0, 1.0, 1.0]]), (1, 4))]
+    np.testing.assert_allclose(slots[0].clustering_weights()[0].numpy(), [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]],
+                               atol=1e-6)
     cam = torch.tensor([[[1.0, 0.2, 0.0, 0.4]]])  # one class, already on the grid
     out = slot_refine(cam, slots, mix=1.0)
     # slot scores: 0.6 and 0.2 -> pixels [0.6, 0.6, 0.2, 0.2] -> / max -> [1, 1, 1/3, 1/3]
@@ -40,14 +47,14 @@ def test_slot_sharpness_scales_the_logits():
     # soft logits: pixel p's clustering weight in slot k is exp(s * l_kp) / sum_q exp(s * l_kq)
     logits = torch.tensor([[1.0, 0.5, 0.0, -0.5], [-0.5, 0.0, 0.5, 1.0]])
     cam = torch.tensor([[[1.0, 0.2, 0.0, 0.4]]])
-    sharp = slot_refine(cam, [SlotMaps(1, logits, (1, 4))], sharpness=3.0)
-    np.testing.assert_allclose(sharp.numpy(), slot_refine(cam, [SlotMaps(1, 3.0 * logits, (1, 4))]).numpy(),
+    sharp = slot_refine(cam, [_record(1, logits, (1, 4))], sharpness=3.0)
+    np.testing.assert_allclose(sharp.numpy(), slot_refine(cam, [_record(1, 3.0 * logits, (1, 4))]).numpy(),
                                atol=1e-6)
     # by hand, sharpness 1
     e = np.exp(logits.numpy())
     clustering, dispatch = e / e.sum(1, keepdims=True), e / e.sum(0, keepdims=True)
     pix = dispatch.T @ (clustering @ cam[0, 0].numpy())
-    np.testing.assert_allclose(slot_refine(cam, [SlotMaps(1, logits, (1, 4))])[0, 0].numpy(), pix / pix.max(),
+    np.testing.assert_allclose(slot_refine(cam, [_record(1, logits, (1, 4))])[0, 0].numpy(), pix / pix.max(),
                                atol=1e-6)
 
 
@@ -65,8 +72,8 @@ def test_subtract_baseline_hand_worked():
     np.testing.assert_array_equal(subtract_baseline(torch.zeros(1, 2, 2), 0.5).numpy(), 0.0)
     with pytest.raises(ValueError, match="quantile"):
         subtract_baseline(maps, 1.0)
-    with pytest.raises(ValueError, match="slot_baseline"):
-        PseudoLabelConfig(slot_baseline=-0.1)
+    with pytest.raises(ValueError, match=r"SlotRefineParams.baseline -0.1: expected a quantile in \[0, 1\)"):
+        SlotRefineParams(baseline=-0.1)
 
 
 def test_background_and_labels():
@@ -84,13 +91,14 @@ def test_compute_evidence_shapes_normalisation_and_slots(tiny_model):
     model = timm.create_model("test_glnet", num_classes=20).eval()
     head = ClassHead.from_model(model)
     image = torch.randn(3, 70, 90)
-    ev = compute_evidence(model, image, [3, 15], head, EvidenceConfig(scales=(1.0, 0.5), slot_blocks=(2, 4)))
+    ev = compute_evidence(model, image, [3, 15], head, EvidenceConfig(scales=(1.0, 0.5)),
+                          slot_blocks=(2, 4))
     assert ev.classes == (3, 15) and ev.cams.shape == (2, 70, 90)
     np.testing.assert_allclose(ev.cams.flatten(1).amax(1).numpy(), [1, 1], atol=1e-5)
     assert ev.cams.min() >= 0
     assert [s.ordinal for s in ev.slots] == [2, 4]
-    assert ev.slots[0].grid == (8, 11) and ev.slots[0].logits.shape == (64, 88)  # 70x90 at stride 8
-    np.testing.assert_allclose(ev.slots[1].dispatch().sum(0).numpy(), 1, atol=1e-5)
+    assert ev.slots[0].grid == (8, 11) and ev.slots[0].logits.shape == (1, 64, 88)  # 70x90 at stride 8
+    np.testing.assert_allclose(ev.slots[1].dispatch_maps().sum(1).numpy(), 1, atol=1e-5)
     # the CAM of one scale, unflipped, is ReLU(W f) upsampled: check against a direct computation
     one = compute_evidence(model, image, [3], head, EvidenceConfig(scales=(1.0,), flip=False))
     with torch.no_grad():
@@ -157,8 +165,8 @@ def test_scale_weights_and_stitch_in_compute_evidence():
     # a stitched scale: the image resized to a multiple of 32 (70x90 at 1.0 -> 64x96), its stitched CAM
     # upsampled,
     # and slots still captured on a plain pass of that input
-    ev = compute_evidence(model, image, [3], head, EvidenceConfig(scales=(1.0,), flip=False, stitch=(4,),
-                                                                   slot_blocks=(2,)))
+    ev = compute_evidence(model, image, [3], head, EvidenceConfig(scales=(1.0,), flip=False, stitch=(4,)),
+                          slot_blocks=(2,))
     with torch.no_grad():
         x = torch.nn.functional.interpolate(image[None], size=(64, 96), mode="bilinear")
         fine = stitched_cam(model, x, model.head.weight[[2]], 4)
@@ -175,6 +183,7 @@ def test_scale_weights_and_stitch_in_compute_evidence():
     (dict(weights=(1.0, -1.0)), r"EvidenceConfig.weights 1,-1: expected numbers >= 0"),
     (dict(stitch=(1, 3)), r"EvidenceConfig.stitch 1,3: expected 1 \(plain\) or an even factor"),
     (dict(scales=()), r"EvidenceConfig.scales : expected one or more positive"),
+    (dict(fit=(True,)), r"EvidenceConfig.fit True, EvidenceConfig.scales 1,0.5: expected one fit value"),
 ])
 def test_evidence_config_names_the_bad_field(kwargs, message):
     """The library names the setting (the CLI maps it to its flag: tests/test_pipeline.py)."""

@@ -114,6 +114,14 @@ def test_torchrun_two_processes_equal_single_process(reference, tiny_voc, tiny_c
     assert digest(out) == digest(reference)
 
 
+def test_a_setting_for_a_stage_that_is_off_is_an_error(tiny_voc, tiny_ckpt, tmp_path, capsys):
+    """--method cam turns the slots off: --blocks with it is named, not silently ignored."""
+    assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--method", "cam")) == 2
+    assert "--blocks 2,4, --method off: set, but the slots stage is off" in capsys.readouterr().err
+    assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--no-crf", "--crf-iterations", "2")) == 2
+    assert "--crf-iterations 2, --crf off: set, but the crf stage is off" in capsys.readouterr().err
+
+
 def test_bad_slot_baseline_is_a_clear_error(tiny_voc, tiny_ckpt, tmp_path, capsys):
     assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--slot-baseline", "1.5")) == 2
     assert "glmix-wsss: error: --slot-baseline 1.5: expected a quantile in [0, 1)" in capsys.readouterr().err
@@ -152,23 +160,21 @@ def test_scale_weights_and_stitch_flags_reach_the_config(tiny_voc, tiny_ckpt, tm
         assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", *extra)) == 2
         assert flag in capsys.readouterr().err
     assert len(seen) == 1
-    # without --scales: the method's defaults (the stitched evidence for slots, the standard protocol for cam)
+    # without --scales: the default evidence (the fitted stitched one) or, with --method cam, the standard one
     plain = [a for a in args(tiny_voc, tiny_ckpt, tmp_path / "pl") if a not in ("--scales", "1.0,0.5")]
-    default_scales = pipeline.SLOT_EVIDENCE.scales
-    stitch = (1,) + (2,) * (len(default_scales) - 1)
-    for extra in ([], ["--method", "cam"], ["--stitch", ",".join(map(str, stitch))]):
-        assert cli.main(plain + extra + ["--overwrite"]) == 0  # other settings into the same folder
-    slots, cam, stitched = seen[1:]
-    default = pipeline.SLOT_EVIDENCE
-    assert (slots.scales, slots.weights, slots.stitch) == (default.scales, default.weights, default.stitch)
-    assert slots.slot_blocks == (2, 4) and cam == EvidenceConfig()
-    assert (stitched.weights, stitched.stitch) == (pipeline.SLOT_EVIDENCE.weights, stitch)
-    assert pipeline.PseudoLabelConfig().resolved_evidence == pipeline.SLOT_EVIDENCE
-    assert pipeline.PseudoLabelConfig(method="cam").resolved_evidence == EvidenceConfig()
-    # the default follows the method through replace(); an explicit evidence stays
-    assert replace(pipeline.PseudoLabelConfig(), method="cam").resolved_evidence == EvidenceConfig()
-    mine = EvidenceConfig(scales=(0.5,))
-    assert replace(pipeline.PseudoLabelConfig(evidence=mine), method="cam").resolved_evidence == mine
+    default = pipeline.FITTED_EVIDENCE
+    stitch = (1,) + (2,) * (len(default.scales) - 1)
+    for extra in ([], ["--method", "cam"], ["--stitch", ",".join(map(str, stitch))], ["--scales", "1,0.8m"]):
+        argv = [a for a in plain if a not in ("--blocks", "2,4")] if "cam" in extra else plain
+        assert cli.main(argv + extra + ["--overwrite"]) == 0  # other settings into the same folder
+    slots, cam, stitched, fitted = seen[1:]
+    model_size = timm.create_model("test_glnet").pretrained_cfg["input_size"][-1]
+    assert slots == replace(default, input_size=model_size)  # derived from the model
+    assert cam == pipeline.STANDARD_CAM == EvidenceConfig()
+    assert (stitched.weights, stitched.stitch) == (default.weights, stitch)
+    assert (fitted.scales, fitted.fit) == ((1.0, 0.8), (False, True))
+    assert (fitted.weights, fitted.stitch) == (None, None)
+    np.testing.assert_allclose(fitted.image_scales(100, 400), (1.0, 0.8 * model_size / 200))
 
 
 def test_confident_labels_hand_worked():
@@ -184,20 +190,22 @@ def test_confident_regions_combine_two_backgrounds(tiny_voc, tiny_ckpt, tmp_path
     from glmix_viz.images import load_image
     from glmix_viz.models import load_checkpoint
     from wsss.evidence import ClassHead, EvidenceConfig
-    from wsss.refine import BackgroundParams, ConfidentRegions, confident_labels
+    from wsss.refine import BackgroundParams, ConfidentRegions, SlotRefineParams, confident_labels
 
     model = load_checkpoint(timm.create_model("test_glnet", num_classes=20), tiny_ckpt).eval()
     layout = VOCLayout(tiny_voc)
     image_id = layout.ids("train")[0]
     image = np.asarray(load_image(layout.image(image_id), max_side=160))
     classes = [c + 1 for c in np.flatnonzero(layout.image_labels([image_id])[image_id])]
-    base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,), slot_blocks=(2, 4)), crf=None)
+    base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,)),
+                                      slots=SlotRefineParams(blocks=(2, 4)),
+                                      crf=None)
 
     def run(**kw):
         cfg = replace(base, **kw)
         return pipeline.pseudo_label_image(model, image, classes, ClassHead.from_model(model), cfg).mask
 
-    got = run(confident=ConfidentRegions(0.3, 0.05))
+    got = run(background=ConfidentRegions(0.3, 0.05))
     want = confident_labels(run(background=BackgroundParams(threshold=0.3)),
                             run(background=BackgroundParams(threshold=0.05)))
     np.testing.assert_array_equal(got, want)
@@ -219,10 +227,12 @@ def test_labels_from_reaches_the_reader(tiny_voc, tiny_ckpt, tmp_path, capsys):
 
 
 def test_pipeline_from_evidence_equals_pipeline_from_model(tiny_voc, tiny_ckpt):
-    """pseudo_label_image == evidence with evidence_config + pseudo_label_from_evidence, for every method."""
+    """pseudo_label_image == evidence of config.capture_blocks() + pseudo_label_from_evidence, for every
+    method; the blocks are derived in one place (for_model)."""
     from glmix_viz.images import load_image, normalize
     from glmix_viz.models import load_checkpoint
     from wsss.evidence import ClassHead, EvidenceConfig, compute_evidence
+    from wsss.refine import SlotRefineParams
     from wsss.slot_classifier import SlotClassifierParams
 
     model = load_checkpoint(timm.create_model("test_glnet", num_classes=20), tiny_ckpt).eval()
@@ -231,33 +241,39 @@ def test_pipeline_from_evidence_equals_pipeline_from_model(tiny_voc, tiny_ckpt):
     image_id = layout.ids("train")[0]
     image = np.asarray(load_image(layout.image(image_id), max_side=160))
     classes = sorted(c + 1 for c in np.flatnonzero(layout.image_labels([image_id])[image_id]))
-    base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,), slot_blocks=(2, 4)), crf=None,
-                                      # region relabelling needs the model: tests/test_regions.py
-                                      regions=None)
+    base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,)),
+                                      slots=SlotRefineParams(blocks=(2, 4)),
+                                      crf=None, regions=None)  # relabelling needs the model: test_regions
     cases = {  # config -> the blocks its evidence must hold
         "default": (base, (1, 2, 3, 4)),  # the slot classifier uses every block
-        "cam": (replace(base, method="cam"), ()),
-        "no classifier": (replace(base, slot_classifier=None), (2, 4)),
-        "classifier on 1": (replace(base, evidence=replace(base.evidence, slot_blocks=(4,)),
-                                    slot_classifier=SlotClassifierParams(blocks=(1,))), (1, 4)),
+        "cam": (pipeline.PseudoLabelConfig.cam(evidence=base.evidence, crf=None), ()),
+        "no classifier": (replace(base, classifier=None), (2, 4)),
+        "classifier on 1": (replace(base, slots=SlotRefineParams(blocks=(4,)),
+                                    classifier=SlotClassifierParams(blocks=(1,))), (1, 4)),
+        "derived blocks": (replace(base, slots=SlotRefineParams(), classifier=None), (1, 2, 4)),  # of 4
     }
-    every_block = compute_evidence(model, normalize(image), classes, head,
-                                   replace(base.evidence, slot_blocks=(1, 2, 3, 4)))
+    every_block = compute_evidence(model, normalize(image), classes, head, base.evidence,
+                                   slot_blocks=(1, 2, 3, 4))
     with torch.no_grad():
         for name, (cfg, blocks) in cases.items():
-            ev_cfg = pipeline.evidence_config(model, cfg)
-            assert ev_cfg.slot_blocks == blocks, name
-            ev = compute_evidence(model, normalize(image), classes, head, ev_cfg)
+            resolved = cfg.for_model(model)
+            assert resolved.capture_blocks() == blocks, name
+            assert resolved.for_model(model) == resolved  # idempotent
+            ev = compute_evidence(model, normalize(image), classes, head, cfg.evidence, slot_blocks=blocks)
             want = pipeline.pseudo_label_image(model, image, classes, head, cfg)
-            got = pipeline.pseudo_label_from_evidence(image, ev, cfg)
+            got = pipeline.pseudo_label_from_evidence(image, ev, resolved)
             np.testing.assert_array_equal(got.mask, want.mask, err_msg=name)
             np.testing.assert_array_equal(got.scores, want.scores, err_msg=name)
             # extra blocks in the evidence change nothing: each step takes only its own blocks
-            np.testing.assert_array_equal(pipeline.pseudo_label_from_evidence(image, every_block, cfg).mask,
-                                          want.mask, err_msg=name)
+            extra = pipeline.pseudo_label_from_evidence(image, every_block, resolved)
+            np.testing.assert_array_equal(extra.mask, want.mask, err_msg=name)
     lacking = replace(every_block, slots=tuple(s for s in every_block.slots if s.ordinal != 4))
     with pytest.raises(ValueError, match=r"no slots of blocks \[4\]"):
-        pipeline.class_scores(lacking, base)
+        pipeline.class_scores(lacking, base.slots)
+    with pytest.raises(ValueError, match="derived from the model: use config.for_model"):
+        base.capture_blocks()  # the classifier's blocks: every block of a model not known yet
+    with pytest.raises(ValueError, match="SlotRefineParams.blocks.*the model has 4 GLMix blocks"):
+        replace(base, slots=SlotRefineParams(blocks=(2, 5))).for_model(model)
 
 
 def test_named_model_without_weights_is_an_error(tiny_voc, tmp_path, monkeypatch, capsys):
@@ -371,14 +387,14 @@ def test_sweep_says_what_it_sweeps_and_flags_an_edge(reference, tiny_voc, capsys
 
 
 def test_confident_regions_and_a_background_setting_are_not_both_taken(tiny_voc, tiny_ckpt, tmp_path, capsys):
-    """--confident replaces the background score: with --bg-threshold too, an error names both flags."""
-    from wsss.refine import BackgroundParams, ConfidentRegions
+    """--confident replaces the background score: with --bg-threshold too, an error names both flags; the
+    config holds one or the other, never both."""
+    from wsss.refine import ConfidentRegions
 
-    with pytest.raises(ValueError, match="PseudoLabelConfig.confident 0.3,0.05, PseudoLabelConfig.backg"):
-        pipeline.PseudoLabelConfig(confident=ConfidentRegions(0.3, 0.05),
-                                   background=BackgroundParams(threshold=0.4))
+    assert pipeline.PseudoLabelConfig(background=ConfidentRegions(0.3, 0.05)).background == ConfidentRegions()
+    with pytest.raises(ValueError, match="PseudoLabelConfig.background"):
+        pipeline.PseudoLabelConfig(background=(0.3, 0.05))
     argv = args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--confident", "0.3,0.05", "--bg-threshold", "0.4")
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "--confident 0.3,0.05, --bg/--bg-threshold/--bg-power constant (threshold 0.4" in err
-    assert "give one of the two" in err
+    assert "--confident replaces the background score: give it or --bg/--bg-threshold/--bg-power" in err

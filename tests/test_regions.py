@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from glmix_viz.images import normalize
 from wsss import pipeline
 from wsss.evidence import ClassHead, EvidenceConfig
+from wsss.refine import SlotRefineParams
 from wsss.regions import (
     RegionParams,
     class_regions,
@@ -108,8 +109,9 @@ def test_pipeline_applies_relabel_after_the_mask(tiny_model):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)
     image[:, :40] //= 3  # two halves
-    base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,), slot_blocks=(2, 4)), crf=None,
-                                      regions=None)
+    base = pipeline.PseudoLabelConfig(evidence=EvidenceConfig(scales=(1.0,)),
+                                      slots=SlotRefineParams(blocks=(2, 4)),
+                                      crf=None, regions=None)
     loose = RegionParams(margin=0.0, min_pixels=1, input_side=64)
     with torch.no_grad():
         plain = pipeline.pseudo_label_image(model, image, (3, 8), head, base)

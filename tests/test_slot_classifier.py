@@ -4,8 +4,8 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from glmix_viz.capture import SlotRecord
 from wsss import cli
-from wsss.evidence import SlotMaps
 from wsss.slot_classifier import (
     SlotClassifierParams,
     fit_softmax_regression,
@@ -14,6 +14,11 @@ from wsss.slot_classifier import (
     slot_classifier,
     slot_features,
 )
+
+
+def _record(ordinal, logits, grid):
+    """A captured block's record of one image: ``logits`` ``(K, N)``."""
+    return SlotRecord(f"block{ordinal}", ordinal, logits[None], grid)
 
 
 def test_seed_labels_hand_worked():
@@ -26,13 +31,13 @@ def test_seed_labels_hand_worked():
 
 def test_slot_features_are_standardised_dispatch_maps():
     torch.manual_seed(0)
-    s = SlotMaps(1, torch.randn(4, 6) * 3, (2, 3))
+    s = _record(1, torch.randn(4, 6) * 3, (2, 3))
     x = slot_features([s], (2, 3))
-    d = torch.softmax(s.logits, 0).T  # (N, K): each pixel's distribution over the slots
+    d = torch.softmax(s.logits[0], 0).T  # (N, K): each pixel's distribution over the slots
     want = (d - d.mean(0)) / d.std(0)
     torch.testing.assert_close(x, want)
     # a second block on a coarser grid is resized to the first's grid and appended
-    coarse = SlotMaps(2, torch.randn(4, 1), (1, 1))  # one pixel: its columns are constant
+    coarse = _record(2, torch.randn(4, 1), (1, 1))  # one pixel: its columns are constant
     x2 = slot_features([s, coarse], (2, 3))
     assert x2.shape == (6, 8)
     torch.testing.assert_close(x2[:, :4], want)
@@ -62,7 +67,7 @@ def _two_region_image():
     scores = np.zeros((1, h, w), np.float32)
     scores[0][left.numpy()] = 0.3  # uncertain on most of the object
     scores[0, 4:8, 2:6] = 0.9  # confident on a patch of it
-    return scores, [SlotMaps(1, logits, (h, w))], left.numpy()
+    return scores, [_record(1, logits, (h, w))], left.numpy()
 
 
 def test_classifier_grows_seeds_to_their_slot():

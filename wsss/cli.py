@@ -23,15 +23,27 @@ FLAGS = {
     "EvidenceConfig.scales": "--scales",
     "EvidenceConfig.weights": "--scale-weights",
     "EvidenceConfig.stitch": "--stitch",
-    "ConfidentRegions.foreground": "--confident FG",
-    "ConfidentRegions.background": "--confident BG",
+    "EvidenceConfig.fit": "--scales (m)",
+    "EvidenceConfig.flip": "--no-flip",
+    "SlotRefineParams.blocks": "--blocks",
+    "SlotRefineParams.mix": "--slot-mix",
+    "SlotRefineParams.sharpness": "--slot-sharpness",
+    "SlotRefineParams.baseline": "--slot-baseline",
+    "PseudoLabelConfig.slots": "--method",
+    "PseudoLabelConfig.classifier": "--slot-classifier",
     "SlotClassifierParams.foreground": "--seed-fg",
     "SlotClassifierParams.background": "--seed-bg",
     "SlotClassifierParams.weight": "--classifier-weight",
+    "PseudoLabelConfig.background": "--bg/--confident",
+    "BackgroundParams.method": "--bg",
+    "BackgroundParams.threshold": "--bg-threshold",
+    "BackgroundParams.power": "--bg-power",
+    "ConfidentRegions.foreground": "--confident FG",
+    "ConfidentRegions.background": "--confident BG",
+    "PseudoLabelConfig.crf": "--crf",
+    "CRFParams.iterations": "--crf-iterations",
+    "PseudoLabelConfig.regions": "--region-relabel",
     "RegionParams.margin": "--region-margin",
-    "PseudoLabelConfig.slot_baseline": "--slot-baseline",
-    "PseudoLabelConfig.confident": "--confident",
-    "PseudoLabelConfig.background": "--bg/--bg-threshold/--bg-power",
     "TrainConfig.mosaic": "--mosaic",
     "TrainConfig.input_size": "--input-size",
 }
@@ -121,8 +133,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--voc-root", type=Path, required=True,
-                   help="folder holding VOCdevkit/VOC2012 (and voc12/cls_labels.npy)")
+    p.add_argument("--voc-root", type=Path,
+                   help="folder holding VOCdevkit/VOC2012 (and voc12/cls_labels.npy); required unless "
+                        "--show-config")
     p.add_argument("--split", default="train", help="image list: ImageSets/Segmentation/SPLIT.txt")
     p.add_argument("--checkpoint", type=Path,
                    help="weights file (default: --model's file in the torch hub cache, or the bundled "
@@ -133,80 +146,103 @@ def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", choices=("own", "imagenet"), default="own",
                    help="own: the model's 20-class VOC head; imagenet: an ImageNet head mapped to "
                         "VOC classes")
-    p.add_argument("--out", type=Path, required=True,
-                   help="folder of <id>.png palette masks and manifest.json (what made them)")
+    p.add_argument("--out", type=Path,
+                   help="folder of <id>.png palette masks and manifest.json (what made them); required "
+                        "unless --show-config")
     _add_label_args(p)
-    p.add_argument("--method", choices=("cam", "slots"), default="slots",
-                   help="cam: multi-scale CAM only (the standard protocol); slots: CAM refined by "
-                        "GLMix slots")
-    from .pipeline import PseudoLabelConfig  # the defaults live there
+    from .pipeline import FITTED_EVIDENCE, STANDARD_CAM, PseudoLabelConfig  # the defaults live there
+    from .refine import BackgroundParams, SlotRefineParams
     from .regions import RegionParams
-
-    default = PseudoLabelConfig()
-    p.add_argument("--blocks", default=",".join(map(str, default.resolved_evidence.slot_blocks)),
-                   help="GLMix block ordinals whose slots refine the CAM (--method slots; the slot "
-                        "classifier uses every block)")
-    p.add_argument("--slot-mix", type=float, default=default.slot_mix,
-                   help="weight of slot-refined maps vs the CAM")
-    p.add_argument("--slot-sharpness", type=float, default=default.slot_sharpness,
-                   help="factor on the slot logits before clustering and dispatch (>1: harder slots)")
-    p.add_argument("--slot-baseline", type=float, default=default.slot_baseline,
-                   help="quantile of each slot-refined map subtracted before renormalising (0: off)")
-    seeds = default.slot_classifier
-    p.add_argument("--slot-classifier", action=argparse.BooleanOptionalAction, default=True,
-                   help="fit a per-image classifier on every GLMix block's slot memberships to the confident "
-                        "pixels and average its probabilities with the scores' (--method slots)")
-    p.add_argument("--seed-fg", type=float, default=seeds.foreground,
-                   help="--slot-classifier: best class score that makes a pixel a seed of that class")
-    p.add_argument("--seed-bg", type=float, default=seeds.background,
-                   help="--slot-classifier: best class score below which a pixel is a background seed")
-    p.add_argument("--classifier-weight", type=float, default=seeds.weight,
-                   help="--slot-classifier: weight of its probabilities against the scores' "
-                        "(1: classifier only)")
-    slot_ev, cam_ev = default.resolved_evidence, PseudoLabelConfig(method="cam").resolved_evidence
+    from .slot_classifier import SlotClassifierParams
 
     def csv(values) -> str:
         return ",".join(f"{v:g}" for v in values)
 
-    p.add_argument("--scales",
-                   help=f"CAM scales, the first also where slots are captured (default: "
-                        f"{csv(slot_ev.scales)} for --method slots, {csv(cam_ev.scales)} for cam)")
-    p.add_argument("--scale-weights",
+    fitted = ",".join(f"{s:g}m" if f else f"{s:g}"
+                      for s, f in zip(FITTED_EVIDENCE.scales, FITTED_EVIDENCE.fit))
+    default, slots, seeds = PseudoLabelConfig(), SlotRefineParams(), SlotClassifierParams()
+    bg = BackgroundParams()
+    g = p.add_argument_group(
+        "pipeline settings", "Unset, each comes from the model's preset when its checkpoint carries one (the "
+        "bundled demo model does), else from the model-agnostic default shown, some derived from the model; "
+        "--show-config lists them with their sources.")
+    g.add_argument("--preset", choices=("auto", "none"), default="auto",
+                   help="auto: the settings the checkpoint carries, if any; none: the model-agnostic "
+                        "defaults")
+    g.add_argument("--show-config", action="store_true",
+                   help="print the resolved settings and where each came from (preset, default, derived, "
+                        "flag), then exit")
+    g.add_argument("--method", choices=("cam", "slots"),
+                   help="cam: multi-scale CAM only (the standard protocol, no slots); slots: CAM refined by "
+                        "GLMix slots (default)")
+    g.add_argument("--scales",
+                   help=f"CAM scales, the first also where slots are captured; a scale with m is relative to "
+                        f"the model's training input size (1m: the image resized to the model's input area) "
+                        f"(default: {fitted}; --method cam: {csv(STANDARD_CAM.scales)})")
+    g.add_argument("--scale-weights",
                    help=f"weight of each scale's CAM in their sum, one per scale (default: "
-                        f"{csv(slot_ev.weights)} for --method slots, 1 each for cam)")
-    p.add_argument("--stitch",
+                        f"{csv(FITTED_EVIDENCE.weights)}; 1 each with --scales or --method cam)")
+    g.add_argument("--stitch",
                    help=f"shift-and-stitch factor of each scale: 1 plain, F (even) a CAM on a grid F times "
-                        f"finer from F*F shifted passes (default: {csv(slot_ev.stitch)} for --method slots, "
-                        "1 each for cam)")
-    p.add_argument("--no-flip", action="store_true", help="no horizontally flipped passes in the CAMs")
-    p.add_argument("--bg", choices=("constant", "power"), default="constant",
-                   help="background score: constant (--bg-threshold) or PSA's power of the foreground")
-    p.add_argument("--bg-threshold", type=float, default=default.background.threshold,
-                   help="constant background score (IRN uses 0.15 for CNN CAMs; measured for GLNets "
-                        "in docs/wsss.md, 'Why each default')")
-    p.add_argument("--bg-power", type=float, default=default.background.power,
-                   help="PSA's (1 - max fg) ** power")
-    p.add_argument("--confident", metavar="FG,BG",
-                   help="IRN's confident/ignore regions instead of --bg: label with background FG and with "
-                        "BG (e.g. 0.30,0.05); pixels where the two disagree become 255")
-    p.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True,
-                   help="refine the mask with a dense CRF (pydensecrf)")
-    p.add_argument("--region-relabel", action=argparse.BooleanOptionalAction, default=False,
+                        f"finer from F*F shifted passes (default: {csv(FITTED_EVIDENCE.stitch)}; 1 each with "
+                        "--scales or --method cam)")
+    g.add_argument("--no-flip", action="store_true", default=None, help="no horizontally flipped passes")
+    g.add_argument("--blocks",
+                   help="GLMix block ordinals whose slots refine the CAM (default: derived, the blocks at "
+                        "0.2, 0.5 and 1 of the model's depth: 2,5,10 of 10)")
+    g.add_argument("--slot-mix", type=float,
+                   help=f"weight of slot-refined maps vs the CAM (default {slots.mix:g})")
+    g.add_argument("--slot-sharpness", type=float,
+                   help=f"factor on the slot logits before clustering and dispatch (>1: harder slots; "
+                        f"default {slots.sharpness:g})")
+    g.add_argument("--slot-baseline", type=float,
+                   help=f"quantile of each slot-refined map subtracted before renormalising (0: off; default "
+                        f"{slots.baseline:g})")
+    g.add_argument("--slot-classifier", action=argparse.BooleanOptionalAction,
+                   help="fit a per-image classifier on every GLMix block's slot memberships to the confident "
+                        "pixels and average its probabilities with the scores' (default: on, off with "
+                        "--method cam)")
+    g.add_argument("--seed-fg", type=float,
+                   help=f"best class score that makes a pixel a classifier seed of that class (default "
+                        f"{seeds.foreground:g})")
+    g.add_argument("--seed-bg", type=float,
+                   help=f"best class score below which a pixel is a background seed (default "
+                        f"{seeds.background:g})")
+    g.add_argument("--classifier-weight", type=float,
+                   help=f"weight of the classifier's probabilities against the scores' (1: classifier only; "
+                        f"default {seeds.weight:g})")
+    g.add_argument("--bg", choices=("constant", "power"),
+                   help="background score: constant (--bg-threshold) or PSA's power of the foreground "
+                        "(default constant)")
+    g.add_argument("--bg-threshold", type=float,
+                   help=f"constant background score (default {bg.threshold:g}; IRN uses 0.15 for CNN CAMs; "
+                        "docs/wsss.md, 'Why each default')")
+    g.add_argument("--bg-power", type=float, help=f"PSA's (1 - max fg) ** power (default {bg.power:g})")
+    g.add_argument("--confident", metavar="FG,BG",
+                   help="IRN's confident/ignore regions instead of a background score: label with "
+                        "background FG and with BG (e.g. 0.30,0.05); pixels where the two disagree become "
+                        "255")
+    g.add_argument("--crf", action=argparse.BooleanOptionalAction,
+                   help="refine the mask with a dense CRF (pydensecrf; default on)")
+    g.add_argument("--crf-iterations", type=int, help="mean-field iterations of the CRF (default 10)")
+    g.add_argument("--region-relabel", action=argparse.BooleanOptionalAction,
                    help="classify each labelled region of the finished mask with the rest of the image "
                         "masked out, and relabel it where another of the image's classes wins by "
-                        "--region-margin (off by default: measured in docs/wsss.md)")
-    p.add_argument("--region-margin", type=float, default=RegionParams().margin,
-                   help="--region-relabel: probability margin the best class needs over the region's class")
-    p.add_argument("--crf-iterations", type=int, default=10, help="mean-field iterations of the CRF")
-    p.add_argument("--max-side", type=int, default=512,
+                        "--region-margin (default off: measured in docs/wsss.md)")
+    g.add_argument("--region-margin", type=float,
+                   help=f"probability margin the best class needs over the region's class (default "
+                        f"{RegionParams().margin:g})")
+    assert default.regions is None  # the help texts above say so
+    r = p.add_argument_group("run")
+    r.add_argument("--max-side", type=int, default=512,
                    help="images with a longer side are shrunk to it first; masks are upsampled back")
-    p.add_argument("--save-scores", action="store_true", help="also keep score maps as OUT/scores/<id>.npz")
-    p.add_argument("--overwrite", action="store_true",
+    r.add_argument("--save-scores", action="store_true", help="also keep score maps as OUT/scores/<id>.npz")
+    r.add_argument("--overwrite", action="store_true",
                    help="redo every mask in OUT; without it a rerun resumes, and refuses a folder whose "
                    "manifest.json records other settings")
-    p.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    r.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
+    r.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
 def _score_args(p: argparse.ArgumentParser) -> None:
@@ -272,6 +308,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if args.command == "pseudo-labels" and not args.show_config:
+            given = (("--voc-root", args.voc_root), ("--out", args.out))
+            missing = [flag for flag, value in given if value is None]
+            if missing:
+                parser.error(f"pseudo-labels: the following arguments are required: {', '.join(missing)}")
         if getattr(args, "out", None) is not None:  # checked before any work
             try:
                 check_output_dir(args.out)

@@ -14,13 +14,11 @@ import torch
 from glmix_viz._clihelp import check_model_flag, device_from_flag, weights_not_found
 from glmix_viz.untrusted import load_npz
 
-from .evidence import ClassHead, EvidenceConfig
+from .evidence import ClassHead
 from .manifest import RunFolderError, make_manifest, prepare_run_folder
 from .metrics import ConfusionAccumulator
-from .pipeline import PseudoLabelConfig, run_pseudo_labels
-from .refine import BackgroundParams, ConfidentRegions, CRFParams, labels_from_scores, with_background
-from .regions import RegionParams
-from .slot_classifier import SlotClassifierParams
+from .pipeline import run_pseudo_labels
+from .refine import BackgroundParams, labels_from_scores, with_background
 from .voc import VOC_FOREGROUND, VOCLayout, read_mask
 
 _logger = logging.getLogger("wsss")
@@ -35,39 +33,74 @@ def _numbers(text: str, name: str, kind: type = float) -> tuple:
         raise ValueError(f"{name} {text!r}: expected comma-separated {what}") from err
 
 
-def _evidence(args: argparse.Namespace, blocks: Tuple[int, ...]) -> EvidenceConfig:
-    """--scales, --scale-weights, --stitch and --no-flip over the method's defaults.
+def _scales(text: str) -> Tuple[Tuple[float, ...], Tuple[bool, ...]]:
+    """``--scales 1,1m,0.75m`` -> ``((1.0, 1.0, 0.75), (False, True, True))`` (m: relative to the model)."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    fit = tuple(v.lower().endswith("m") for v in items)
+    return _numbers(",".join(v.rstrip("mM") for v in items), "--scales"), fit
 
-    Without --scales the method's default evidence is the base (the stitched
-    pipeline's for slots, the standard protocol's for cam); with it, weights
-    and stitching are 1 per scale unless given.
+
+def pipeline_overrides(args: argparse.Namespace) -> Tuple[Dict[str, object], Dict[str, str]]:
+    """The pipeline settings the flags set (flat keys of :func:`wsss.presets.flatten`), and each one's flag.
+
+    Unset flags set nothing: those settings come from the preset or the defaults.
     """
-    if args.scales is None:
-        base = PseudoLabelConfig(method=args.method).resolved_evidence
-        scales, weights, stitch = base.scales, base.weights, base.stitch
-    else:
-        scales, weights, stitch = _numbers(args.scales, "--scales"), None, None
+    from .pipeline import STANDARD_CAM
+
+    out: Dict[str, object] = {}
+    flags: Dict[str, str] = {}
+
+    def put(key: str, value: object, flag: str) -> None:
+        out[key], flags[key] = value, flag
+
+    if args.method == "cam":
+        for name in ("scales", "weights", "stitch", "fit", "flip"):
+            put(f"evidence.{name}", getattr(STANDARD_CAM, name), "flag --method cam")
+        put("slots", None, "flag --method cam")
+        put("classifier", None, "flag --method cam")
+    elif args.method == "slots":
+        put("slots", "SlotRefineParams", "flag --method slots")
+    if args.scales is not None:  # weights and stitching 1 per scale unless given
+        scales, fit = _scales(args.scales)
+        put("evidence.scales", scales, "flag --scales")
+        put("evidence.fit", fit if any(fit) else None, "flag --scales")
+        put("evidence.weights", None, "flag --scales")
+        put("evidence.stitch", None, "flag --scales")
     if args.scale_weights:
-        weights = _numbers(args.scale_weights, "--scale-weights")
+        put("evidence.weights", _numbers(args.scale_weights, "--scale-weights"), "flag --scale-weights")
     if args.stitch:
-        stitch = _numbers(args.stitch, "--stitch", int)
-    return EvidenceConfig(scales=scales, flip=not args.no_flip, slot_blocks=blocks, weights=weights,
-                          stitch=stitch)
-
-
-def _regions(on: bool, margin: float) -> Optional[RegionParams]:
-    params = RegionParams(margin=margin)  # checked even when off: a bad --region-margin is an error
-    # either way
-    return params if on else None
-
-
-def _confident(text: Optional[str]) -> Optional[ConfidentRegions]:
-    if not text:
-        return None
-    values = _numbers(text, "--confident")
-    if len(values) != 2:
-        raise ValueError(f"--confident {text!r}: expected two numbers FG,BG (IRN: 0.30,0.05)")
-    return ConfidentRegions(*values)
+        put("evidence.stitch", _numbers(args.stitch, "--stitch", int), "flag --stitch")
+    if args.no_flip:
+        put("evidence.flip", False, "flag --no-flip")
+    if args.blocks is not None:
+        put("slots.blocks", _numbers(args.blocks, "--blocks", int), "flag --blocks")
+    for flag, key in (("slot_mix", "slots.mix"), ("slot_sharpness", "slots.sharpness"),
+                      ("slot_baseline", "slots.baseline"), ("seed_fg", "classifier.foreground"),
+                      ("seed_bg", "classifier.background"), ("classifier_weight", "classifier.weight"),
+                      ("bg_threshold", "background.threshold"), ("bg_power", "background.power"),
+                      ("bg", "background.method"), ("crf_iterations", "crf.iterations"),
+                      ("region_margin", "regions.margin")):
+        value = getattr(args, flag)
+        if value is not None:
+            put(key, value, f"flag --{flag.replace('_', '-')}")
+    for flag, key, kind in (("slot_classifier", "classifier", "SlotClassifierParams"),
+                            ("crf", "crf", "CRFParams"), ("region_relabel", "regions", "RegionParams")):
+        value = getattr(args, flag)
+        if value is not None:
+            put(key, kind if value else None, f"flag --{'' if value else 'no-'}{flag.replace('_', '-')}")
+    if args.bg is not None or args.bg_threshold is not None or args.bg_power is not None:
+        put("background", "BackgroundParams", "flag --bg")
+    if args.confident:
+        values = _numbers(args.confident, "--confident")
+        if len(values) != 2:
+            raise ValueError(f"--confident {args.confident!r}: expected two numbers FG,BG (IRN: 0.30,0.05)")
+        if "background" in out:
+            raise ValueError("--confident replaces the background score: give it or --bg/--bg-threshold/"
+                             "--bg-power, not both")
+        put("background", "ConfidentRegions", "flag --confident")
+        put("background.foreground", values[0], "flag --confident")
+        put("background.background", values[1], "flag --confident")
+    return out, flags
 
 
 def _pos_weight(text: str) -> Tuple[float, ...]:
@@ -142,32 +175,50 @@ def _dist() -> Tuple[int, int]:
     return rank, world
 
 
+def _show(key: str, value: object) -> str:
+    """A setting as the table shows it: a stage that is off as ``off``, an unset field as ``-``."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_show(key, v) for v in value)
+    if value is None:
+        return "-" if "." in key else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_table(resolved) -> str:
+    """The resolved settings, one per line: ``key  value  source``."""
+    rows = resolved.rows()
+    width = max(len(k) for k, _, _ in rows)
+    lines = [f"{key:{width}s}  {_show(key, value):24s}  {source}" for key, value, source in rows]
+    ev = resolved.config.evidence
+    if ev.fitted:
+        example = ", ".join(f"{s:.3g}" for s in ev.image_scales(375, 500))
+        lines.append(f"(evidence scales of a 500x375 image: {example})")
+    return "\n".join(lines)
+
+
 def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
+    from .presets import resolve_settings
+
     rank, world = _dist()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = device_from_flag(args.device)
-    blocks = _numbers(args.blocks, "--blocks", int) if args.method == "slots" else ()
-    config = PseudoLabelConfig(
-        method=args.method,
-        evidence=_evidence(args, blocks),
-        slot_mix=args.slot_mix,
-        slot_sharpness=args.slot_sharpness,
-        slot_baseline=args.slot_baseline,
-        slot_classifier=SlotClassifierParams(foreground=args.seed_fg, background=args.seed_bg,
-                                             weight=args.classifier_weight) if args.slot_classifier else None,
-        background=BackgroundParams(args.bg, args.bg_threshold, args.bg_power),
-        crf=CRFParams(iterations=args.crf_iterations) if args.crf else None,
-        confident=_confident(args.confident),
-        regions=_regions(args.region_relabel, args.region_margin),
-        max_side=args.max_side,
-    )
+    overrides, flags = pipeline_overrides(args)
+    model, model_name, weights_file = load_model(args.checkpoint, args.model, args.head)
+    resolved = resolve_settings(model, overrides, use_preset=args.preset == "auto", override_sources=flags)
+    if args.show_config:
+        print(f"model: {model_name} ({weights_file or 'bundled demo weights'}); preset: "
+              f"{resolved.preset or 'none'}")
+        print(config_table(resolved))
+        return 0
+    config = resolved.config
+    what = f"preset {resolved.preset}" if resolved.preset else "model-agnostic defaults"
+    _logger.info("settings: %s", what)
     layout = VOCLayout(args.voc_root)
     ids = layout.ids(args.split)
     if args.limit:
         ids = ids[: args.limit]
     labels = layout.image_labels(ids, args.labels, args.labels_from)
-    model, model_name, weights_file = load_model(args.checkpoint, args.model, args.head)
     try:
         head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
     except ValueError as err:
@@ -176,6 +227,8 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     manifest = make_manifest(
         model=model_name, checkpoint=weights_file, head=args.head, config=config,
         labels={"source": args.labels_from, "file": str(args.labels) if args.labels else None},
+        runner={"max_side": args.max_side},
+        sources={"preset": resolved.preset, "settings": resolved.sources},
         run={"voc_root": str(args.voc_root), "split": args.split, "limit": args.limit, "device": str(device),
              "save_scores": args.save_scores, "world_size": world},
     )
@@ -186,8 +239,8 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     if world > 1:
         torch.distributed.barrier()  # no rank writes a mask before rank 0 has checked and cleared the folder
     counts = run_pseudo_labels(model, layout, ids, labels, args.out, head=head, config=config, device=device,
-                               save_scores=args.save_scores, rank=rank, world_size=world,
-                               progress=progress and rank == 0)
+                               max_side=args.max_side, save_scores=args.save_scores, rank=rank,
+                               world_size=world, progress=progress and rank == 0)
     if world > 1:
         t = torch.tensor([counts["written"], counts["skipped"], counts["failed"]])
         torch.distributed.all_reduce(t)

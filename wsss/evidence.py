@@ -27,13 +27,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from glmix_viz.capture import SlotCapture
+from glmix_viz.analysis.maps import normalize_by_max
+from glmix_viz.capture import SlotCapture, SlotRecord
 from glmix_viz.fields import FieldError
 
 from .voc import VOC_FOREGROUND
 
 __all__ = [
-    "ClassHead", "EvidenceConfig", "SlotMaps", "Evidence", "compute_evidence", "normalise_by_max",
+    "ClassHead", "EvidenceConfig", "Evidence", "compute_evidence",
     "stitched_cam", "IMAGENET_TO_VOC",
 ]
 
@@ -103,30 +104,39 @@ def _bias(head: nn.Linear) -> Optional[torch.Tensor]:
 
 @dataclass(frozen=True)
 class EvidenceConfig:
-    """Scales and flips of the CAM, and the GLMix blocks whose slots are kept.
+    """Scales, weights, stitching and flips of the CAM (the first stage of the pipeline).
 
     Attributes:
-        scales: image scales of the CAM (the first is where slots are captured).
+        scales: image scales of the CAM passes; the first is also where slots
+            are captured. A scale marked in ``fit`` is relative to the model's
+            training input size instead of the image: the image is resized by
+            ``scale * input_size / sqrt(H * W)`` (1.0: the image's area becomes
+            the model's training input area, the scale at which it saw whole
+            images in training).
         flip: add horizontally flipped passes.
-        slot_blocks: GLMix block ordinals (1-based) whose clustering is kept.
         weights: weight of each scale's CAM in the sum (``None``: 1 each).
         stitch: shift-and-stitch factor of each scale (``None``: 1 each): the
             CAM at that scale is computed on a grid ``f`` times finer than the
             model's output stride, from ``f * f`` shifted passes (see
             :func:`stitched_cam`); 1 is the plain CAM, otherwise an even
             divisor of the stride.
+        fit: per scale, whether it is relative to ``input_size`` (``None``: none is).
+        input_size: the model's training input side in pixels; needed when a
+            scale is in ``fit`` (``PseudoLabelConfig.for_model`` fills it in
+            from the model).
     """
 
     scales: Tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
-    slot_blocks: Tuple[int, ...] = ()
     weights: Optional[Tuple[float, ...]] = None
     stitch: Optional[Tuple[int, ...]] = None
+    fit: Optional[Tuple[bool, ...]] = None
+    input_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         if not self.scales or any(not s > 0 for s in self.scales):
             raise FieldError("EvidenceConfig.scales", [self.scales], "expected one or more positive numbers")
-        for name, values in (("weights", self.weights), ("stitch", self.stitch)):
+        for name, values in (("weights", self.weights), ("stitch", self.stitch), ("fit", self.fit)):
             if values is not None and len(values) != len(self.scales):
                 raise FieldError((f"EvidenceConfig.{name}", "EvidenceConfig.scales"), [values, self.scales],
                                  f"expected one {name} value per scale")
@@ -135,29 +145,27 @@ class EvidenceConfig:
         if self.stitch is not None and any(f < 1 or (f > 1 and f % 2) for f in self.stitch):
             raise FieldError("EvidenceConfig.stitch", [self.stitch],
                              "expected 1 (plain) or an even factor per scale")
+        if self.input_size is not None and self.input_size < 1:
+            raise FieldError("EvidenceConfig.input_size", [self.input_size], "expected a side in pixels >= 1")
 
+    @property
+    def fitted(self) -> bool:
+        """Whether any scale is relative to the model's input size."""
+        return any(self.fit or ())
 
-@dataclass(frozen=True)
-class SlotMaps:
-    """One GLMix block's clustering on one image (at the first scale, unflipped).
+    def image_scales(self, height: int, width: int) -> Tuple[float, ...]:
+        """The scales of an image of ``height x width`` pixels, the ``fit`` ones resolved.
 
-    Attributes:
-        ordinal: GLMix block ordinal.
-        logits: ``(K, N)`` slot logits (``slot_scale * cos(slot, pixel)``).
-        grid: ``(h, w)`` with ``h * w = N``.
-    """
-
-    ordinal: int
-    logits: torch.Tensor
-    grid: Tuple[int, int]
-
-    def clustering(self, sharpness: float = 1.0) -> torch.Tensor:
-        """``(K, N)`` softmax over pixels of ``sharpness * logits``: how the slots pool the pixels."""
-        return torch.softmax(self.logits * sharpness, dim=-1)
-
-    def dispatch(self, sharpness: float = 1.0) -> torch.Tensor:
-        """``(K, N)`` softmax over slots of ``sharpness * logits``: each pixel's distribution over slots."""
-        return torch.softmax(self.logits * sharpness, dim=0)
+        Raises:
+            FieldError: a scale is in ``fit`` but ``input_size`` is not set.
+        """
+        if not self.fitted:
+            return tuple(self.scales)
+        if self.input_size is None:
+            raise FieldError("EvidenceConfig.input_size", [None], "scales relative to the model's input size "
+                             "need it (PseudoLabelConfig.for_model(model) sets it)")
+        unit = self.input_size / (height * width) ** 0.5
+        return tuple(s * unit if f else s for s, f in zip(self.scales, self.fit))
 
 
 @dataclass(frozen=True)
@@ -167,21 +175,13 @@ class Evidence:
     Attributes:
         classes: VOC class indices (1..20) of the image's labels, in order.
         cams: ``(len(classes), H, W)`` float32 in [0, 1] at image resolution.
-        slots: one :class:`SlotMaps` per requested block.
+        slots: the captured blocks' :class:`~glmix_viz.capture.SlotRecord` (batch of one,
+            float32 on the CPU), from the unflipped pass at the first scale.
     """
 
     classes: Tuple[int, ...]
     cams: torch.Tensor
-    slots: Tuple[SlotMaps, ...]
-
-
-def normalise_by_max(maps: torch.Tensor) -> torch.Tensor:
-    """Divide each map by its maximum (all-zero maps stay zero).
-
-    Shape:
-        ``(n, H, W) -> (n, H, W)``.
-    """
-    return maps / maps.flatten(1).amax(1).clamp_min(1e-5).view(-1, 1, 1)
+    slots: Tuple[SlotRecord, ...]
 
 
 def _cams(model: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -246,19 +246,19 @@ def _output_stride(model: nn.Module) -> int:
 
 
 def _plain_cam_and_slots(model: nn.Module, x: torch.Tensor, weight: torch.Tensor,
-                         blocks: Sequence[int]) -> Tuple[torch.Tensor, List[SlotMaps]]:
+                         blocks: Sequence[int]) -> Tuple[torch.Tensor, List[SlotRecord]]:
     """One pass's CAM ``(O', h', w')`` and the slots of ``blocks`` captured during it."""
     with SlotCapture(model, list(blocks)) as cap:
         cam = _cam_at(model, x, weight)
-    return cam, [SlotMaps(rec.ordinal, rec.logits[0].float(), rec.grid) for rec in cap.records]
+    return cam, list(cap.records)
 
 
 @torch.no_grad()
 def compute_evidence(
     model: nn.Module, image: torch.Tensor, classes: Sequence[int], head: ClassHead,
-    config: EvidenceConfig = EvidenceConfig(),
+    config: EvidenceConfig = EvidenceConfig(), slot_blocks: Sequence[int] = (),
 ) -> Evidence:
-    """Multi-scale, flipped CAMs of ``classes`` and the slots of ``config.slot_blocks``.
+    """Multi-scale, flipped CAMs of ``classes`` and the slots of ``slot_blocks``.
 
     Args:
         model: a GLNet in eval mode.
@@ -266,6 +266,8 @@ def compute_evidence(
         classes: VOC class indices 1..20 present in the image.
         head: see :class:`ClassHead`.
         config: see :class:`EvidenceConfig`.
+        slot_blocks: GLMix block ordinals (1-based) whose clustering is kept, from
+            the unflipped pass at the first scale (``PseudoLabelConfig.capture_blocks()``).
     """
     classes = tuple(int(c) for c in classes)
     if any(not 1 <= c <= len(VOC_FOREGROUND) for c in classes):
@@ -275,19 +277,19 @@ def compute_evidence(
     index = {r: i for i, r in enumerate(rows)}
     weight = head.weight[rows].to(image.device, image.dtype)
     total = image.new_zeros(len(rows), H, W)
-    slots: List[SlotMaps] = []
+    slots: List[SlotRecord] = []
     stride = _output_stride(model)
     weights = config.weights or (1.0,) * len(config.scales)
     stitch = config.stitch or (1,) * len(config.scales)
-    for s_i, (scale, w_s, factor) in enumerate(zip(config.scales, weights, stitch)):
+    for s_i, (scale, w_s, factor) in enumerate(zip(config.image_scales(H, W), weights, stitch)):
         multiple = 1 if factor == 1 else stride  # a stitched pass needs a size divisible by the stride
         size = tuple(max(32, multiple * int(round(n * scale / multiple))) for n in (H, W))
         x = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
         for flipped in (False, True) if config.flip else (False,):
             xp = x.flip(-1) if flipped else x
             cam = None
-            if s_i == 0 and not flipped and config.slot_blocks:
-                cam, slots = _plain_cam_and_slots(model, xp, weight, config.slot_blocks)
+            if s_i == 0 and not flipped and slot_blocks:
+                cam, slots = _plain_cam_and_slots(model, xp, weight, slot_blocks)
             if w_s == 0:
                 continue  # a scale weighted 0 adds nothing: only its slot pass (above) runs
             if factor > 1:
@@ -299,5 +301,5 @@ def compute_evidence(
             total += w_s * F.interpolate(cam[None], size=(H, W), mode="bilinear", align_corners=False)[0]
     per_class = torch.stack([total[[index[r] for r in head.groups[c - 1]]].amax(0) for c in classes]) \
         if classes else image.new_zeros(0, H, W)
-    return Evidence(classes, normalise_by_max(per_class).float().cpu(), tuple(
-        SlotMaps(s.ordinal, s.logits.cpu(), s.grid) for s in slots))
+    return Evidence(classes, normalize_by_max(per_class).float().cpu(), tuple(
+        SlotRecord(s.name, s.ordinal, s.logits.float().cpu(), s.grid) for s in slots))

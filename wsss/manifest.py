@@ -25,7 +25,7 @@ _logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 # What decides a mask's pixels; the rest (paths, split, version, save_scores) may change between resumes.
-COMPARED = ("model", "checkpoint_sha256", "head", "labels", "config")
+COMPARED = ("model", "checkpoint_sha256", "head", "labels", "config", "runner")
 
 
 _REDO = "redo them, or choose another output folder"
@@ -71,7 +71,8 @@ def _plain(value: Any) -> Any:
 
 
 def make_manifest(*, model: str, checkpoint: Optional[Path], head: str, labels: Dict[str, Any], config: Any,
-                  run: Dict[str, Any]) -> Dict[str, Any]:
+                  run: Dict[str, Any], runner: Optional[Dict[str, Any]] = None,
+                  sources: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The manifest of a run.
 
     Args:
@@ -79,8 +80,10 @@ def make_manifest(*, model: str, checkpoint: Optional[Path], head: str, labels: 
         checkpoint: its weights file (hashed), or ``None`` for the bundled demo weights.
         head: ``"own"`` or ``"imagenet"``.
         labels: where the image-level labels come from (source, file).
-        config: the pipeline's configuration (a dataclass).
+        config: the pipeline's configuration (a dataclass), every setting resolved.
         run: the rest, recorded but not compared (paths, split, device...).
+        runner: the run's settings that change the masks but are not the pipeline's (``max_side``).
+        sources: where each setting came from (preset, default, derived, flag; recorded, not compared).
     """
     from glmix_viz.models.demo import DEMO_WEIGHTS
 
@@ -94,6 +97,8 @@ def make_manifest(*, model: str, checkpoint: Optional[Path], head: str, labels: 
         "head": head,
         "labels": _plain(labels),
         "config": _plain(config),
+        "runner": _plain(runner or {}),
+        "sources": _plain(sources or {}),
         "run": _plain(run),
     }
 

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from .refine import (
     BackgroundParams,
     ConfidentRegions,
     CRFParams,
+    SlotRefineParams,
     confident_labels,
     dense_crf,
     labels_from_scores,
@@ -34,12 +35,12 @@ from .refine import (
     to_probabilities,
     with_background,
 )
-from .regions import RegionParams, relabel
+from .regions import RegionParams, model_input_side, relabel
 from .slot_classifier import SlotClassifierParams, mix_slot_classifier, slot_classifier
 from .voc import VOCLayout, save_mask
 
 __all__ = [
-    "SLOT_EVIDENCE", "PseudoLabelConfig", "PseudoLabelResult", "EvidenceLabeller", "evidence_config",
+    "STANDARD_CAM", "FITTED_EVIDENCE", "PseudoLabelConfig", "PseudoLabelResult", "EvidenceLabeller",
     "class_scores", "pseudo_label_from_evidence", "pseudo_label_image", "run_pseudo_labels", "shard",
 ]
 
@@ -47,84 +48,101 @@ _logger = logging.getLogger(__name__)
 
 
 
-#: The default pipeline's evidence: the CAMs at scales 0.5 (weight 2) and
-#: 0.375 on grids 4x finer than the model's (shift-and-stitch) plus the plain
-#: CAM at 1.0, flips, and the slots of blocks 2, 5, 10 captured at 1.0.
-#: Measured against the standard protocol's four plain scales in docs/experiments.md
-#: ("WSSS: the default's CAM (shift-and-stitch)").
-SLOT_EVIDENCE = EvidenceConfig(scales=(1.0, 0.5, 0.375), weights=(1.0, 2.0, 1.0), stitch=(1, 4, 4),
-                               slot_blocks=(2, 5, 10))
+#: The standard WSSS protocol's CAM (IRN): scales 1.0, 0.5, 1.5, 2.0 and their flips.
+STANDARD_CAM = EvidenceConfig()
+
+#: The model-agnostic default evidence: the plain CAM at the image's scale 1.0
+#: (the pass whose slots are captured), plus CAMs at the model's training scale
+#: (weight 2) and 0.75 of it, on grids 4x finer than the model's (shift-and-stitch).
+#: For ``glnet_demo`` (192 px) on EmojiVOC that is about 0.5 and 0.375, the
+#: scales its preset was measured with (docs/wsss.md, "Presets").
+FITTED_EVIDENCE = EvidenceConfig(scales=(1.0, 1.0, 0.75), weights=(1.0, 2.0, 1.0), stitch=(1, 4, 4),
+                                 fit=(False, True, True))
+
+Background = Union[BackgroundParams, ConfidentRegions]
 
 
 @dataclass(frozen=True)
 class PseudoLabelConfig:
-    """How pseudo-masks are made.
+    """How pseudo-masks are made: one settings object per stage, in the order they run.
+
+    ``PseudoLabelConfig()`` is the model-agnostic default; a checkpoint may
+    carry the settings measured for it (its preset, :mod:`wsss.presets`).
+    Settings derived from the model (``None`` below) are filled in by
+    :meth:`for_model`.
 
     Attributes:
-        method: ``"cam"`` or ``"slots"`` (slot-refined CAM).
-        evidence: CAM scales, weights, stitching and flips, and the slot blocks
-            (used when ``method="slots"``); ``None``: the method's default,
-            :data:`SLOT_EVIDENCE` for ``"slots"``, the standard protocol
-            (``EvidenceConfig()``) for ``"cam"`` (see ``resolved_evidence``).
-        slot_mix: weight of the slot-refined maps against the CAM.
-        slot_sharpness: factor on the slot logits before clustering and dispatch
-            (see :func:`wsss.refine.slot_refine`).
-        slot_baseline: quantile of each refined map subtracted before
-            renormalising (see :func:`wsss.refine.subtract_baseline`; 0: off).
-        slot_classifier: per-image classifier on slot memberships fitted on the
-            confident pixels (see :mod:`wsss.slot_classifier`), or ``None``;
-            used with ``method="slots"``.
-        background: see :class:`BackgroundParams`; the default threshold 0.25 (not
-            IRN's 0.15) and the slot settings were measured on EmojiVOC with
-            the bundled model (docs/wsss.md, "Why each default").
-        crf: dense CRF parameters, or ``None`` for no CRF.
-        confident: IRN's confident/ignore regions (two constant backgrounds;
-            pixels where they disagree become 255) instead of ``background``
-            (which must then keep its default: setting both is an error, not
-            a silent override), or ``None``.
-        regions: region relabelling of the finished mask (see
+        evidence: 1. the CAM's scales, weights, stitching and flips.
+        slots: 2. slot refinement of the CAM (blocks, mix, sharpness,
+            baseline), or ``None``: the CAM alone (``method`` ``"cam"``).
+        classifier: 3. the per-image slot classifier (see
+            :mod:`wsss.slot_classifier`; its ``blocks`` ``None``: every GLMix
+            block), or ``None``.
+        background: 4. a background score (:class:`BackgroundParams`) or IRN's
+            confident/ignore regions (:class:`ConfidentRegions`: two constant
+            backgrounds, pixels where they disagree become 255).
+        crf: 5. dense CRF parameters, or ``None``.
+        regions: 6. region relabelling of the finished mask (see
             :mod:`wsss.regions`; needs the model, so only
-            :func:`pseudo_label_image` applies it), or ``None`` (the
-            default: it helped on four sets of images and hurt on one,
-            docs/wsss.md, "Stages and options").
-        max_side: images are shrunk to this longer side first (then labels upsampled back).
+            :func:`pseudo_label_image` applies it), or ``None`` (the default:
+            it helped on four sets of images and hurt on one, docs/wsss.md).
     """
 
-    method: str = "slots"
-    evidence: Optional[EvidenceConfig] = None
-    slot_mix: float = 0.5
-    slot_sharpness: float = 16.0
-    slot_baseline: float = 0.5
-    slot_classifier: Optional[SlotClassifierParams] = field(default_factory=SlotClassifierParams)
-    background: BackgroundParams = field(default_factory=BackgroundParams)
+    evidence: EvidenceConfig = FITTED_EVIDENCE
+    slots: Optional[SlotRefineParams] = field(default_factory=SlotRefineParams)
+    classifier: Optional[SlotClassifierParams] = field(default_factory=SlotClassifierParams)
+    background: Background = field(default_factory=BackgroundParams)
     crf: Optional[CRFParams] = field(default_factory=CRFParams)
-    confident: Optional[ConfidentRegions] = None
     regions: Optional[RegionParams] = None
-    max_side: int = 512
 
     def __post_init__(self) -> None:
-        if self.method not in ("cam", "slots"):
-            raise ValueError(f"method={self.method!r}; expected 'cam' or 'slots'")
-        if not 0 <= self.slot_baseline < 1:
-            raise FieldError("PseudoLabelConfig.slot_baseline", [self.slot_baseline],
-                             "expected a quantile in [0, 1)")
-        if self.confident is not None and self.background != BackgroundParams():
-            bg = self.background
-            raise FieldError(
-                ("PseudoLabelConfig.confident", "PseudoLabelConfig.background"),
-                [f"{self.confident.foreground:g},{self.confident.background:g}",
-                 f"{bg.method} (threshold {bg.threshold:g}, power {bg.power:g})"],
-                "confident regions replace the background score, so a background setting would be ignored: "
-                "give one of the two",
-            )
+        if not isinstance(self.background, (BackgroundParams, ConfidentRegions)):
+            raise FieldError("PseudoLabelConfig.background", [self.background],
+                             "expected BackgroundParams or ConfidentRegions")
+
+    @classmethod
+    def cam(cls, **stages) -> "PseudoLabelConfig":
+        """The standard protocol's pseudo-masks: its multi-scale CAM, no slots (``method`` ``"cam"``)."""
+        return cls(**{"evidence": STANDARD_CAM, "slots": None, "classifier": None, **stages})
 
     @property
-    def resolved_evidence(self) -> EvidenceConfig:
-        """``evidence``, or the method's default when it is ``None`` (so ``replace(config, method=...)``
-        follows)."""
-        if self.evidence is not None:
-            return self.evidence
-        return SLOT_EVIDENCE if self.method == "slots" else EvidenceConfig()
+    def method(self) -> str:
+        """``"slots"`` (slot-refined CAM) or ``"cam"``."""
+        return "cam" if self.slots is None else "slots"
+
+    def for_model(self, model: torch.nn.Module) -> "PseudoLabelConfig":
+        """This config with every setting derived from ``model`` filled in (the one place they are).
+
+        ``slots.blocks`` ``None``: :meth:`SlotRefineParams.derived_blocks` of the
+        model's GLMix blocks; ``classifier.blocks`` ``None``: all of them;
+        ``evidence.input_size`` (when a scale is relative to it): the model's
+        training input side (``pretrained_cfg["input_size"]``, which a
+        checkpoint trained by ``glmix-wsss train`` sets to its ``--input-size``).
+        """
+        n = len(glmix_blocks(model))
+        config = self
+        if config.slots is not None and config.slots.blocks is None:
+            config = replace(config, slots=replace(config.slots, blocks=SlotRefineParams.derived_blocks(n)))
+        if config.classifier is not None and config.classifier.blocks is None:
+            config = replace(config, classifier=replace(config.classifier, blocks=tuple(range(1, n + 1))))
+        if config.evidence.fitted and config.evidence.input_size is None:
+            config = replace(config, evidence=replace(config.evidence, input_size=model_input_side(model)))
+        for blocks, name in ((config.slots and config.slots.blocks, "SlotRefineParams.blocks"),
+                             (config.classifier and config.classifier.blocks, "SlotClassifierParams.blocks")):
+            if blocks and max(blocks) > n:
+                raise FieldError(name, [blocks], f"the model has {n} GLMix blocks (ordinals 1..{n})")
+        return config
+
+    def capture_blocks(self) -> Tuple[int, ...]:
+        """The GLMix blocks whose slots the evidence must hold: the refinement's and the classifier's.
+
+        Raises:
+            ValueError: a stage's blocks are still to be derived (call :meth:`for_model` first).
+        """
+        wanted = [self.slots.blocks if self.slots else (), self.classifier.blocks if self.classifier else ()]
+        if any(b is None for b in wanted):
+            raise ValueError("the slot blocks are derived from the model: use config.for_model(model)")
+        return tuple(sorted({b for blocks in wanted for b in blocks}))
 
 
 @dataclass(frozen=True)
@@ -136,39 +154,22 @@ class PseudoLabelResult:
     classes: Tuple[int, ...]
 
 
-def evidence_config(model: torch.nn.Module,
-                    config: PseudoLabelConfig = PseudoLabelConfig()) -> EvidenceConfig:
-    """The evidence ``config`` needs from ``model``: its CAM settings, with every slot block it uses captured.
-
-    Those are the refinement's blocks (``method="slots"``) and the slot
-    classifier's (all of the model's GLMix blocks unless it names some).
-    """
-    if config.method != "slots":
-        return replace(config.resolved_evidence, slot_blocks=())
-    evidence = config.resolved_evidence
-    blocks = set(evidence.slot_blocks)
-    if config.slot_classifier is not None:
-        blocks |= set(config.slot_classifier.blocks or range(1, len(glmix_blocks(model)) + 1))
-    return replace(evidence, slot_blocks=tuple(sorted(blocks)))
-
-
-def class_scores(evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConfig()) -> np.ndarray:
-    """Foreground scores ``(n, H, W)`` in [0, 1]: the CAMs, or (``method="slots"``) their slot refinement.
+def class_scores(evidence: Evidence, slots: Optional[SlotRefineParams]) -> np.ndarray:
+    """Foreground scores ``(n, H, W)`` in [0, 1]: the CAMs, or their slot refinement (``slots``).
 
     Raises:
         ValueError: when ``evidence`` lacks a slot block the refinement needs.
     """
-    if config.method == "cam":
+    if slots is None:
         return evidence.cams.numpy()
     by_ordinal = {s.ordinal: s for s in evidence.slots}
-    blocks = config.resolved_evidence.slot_blocks
-    missing = sorted(set(blocks) - set(by_ordinal))
-    if missing:
-        raise ValueError(f"the evidence holds no slots of blocks {missing} (it has {sorted(by_ordinal)}); "
-                         "compute it with evidence_config(model, config)")
-    scores = slot_refine(evidence.cams, [by_ordinal[b] for b in blocks], config.slot_mix,
-                         config.slot_sharpness)
-    return subtract_baseline(scores, config.slot_baseline).numpy()
+    missing = sorted(set(slots.blocks or ()) - set(by_ordinal))
+    if missing or slots.blocks is None:
+        raise ValueError(f"the evidence holds no slots of blocks {missing or slots.blocks} (it has "
+                         f"{sorted(by_ordinal)}); compute it with config.capture_blocks() of "
+                         "config.for_model(model)")
+    scores = slot_refine(evidence.cams, [by_ordinal[b] for b in slots.blocks], slots.mix, slots.sharpness)
+    return subtract_baseline(scores, slots.baseline).numpy()
 
 
 class EvidenceLabeller:
@@ -180,19 +181,22 @@ class EvidenceLabeller:
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
         evidence: from :func:`wsss.evidence.compute_evidence` with (at least) the
-            slot blocks of :func:`evidence_config`; the slot classifier uses
-            ``config.slot_classifier.blocks``, or every block the evidence holds.
-        config: see :class:`PseudoLabelConfig` (``evidence`` and ``max_side`` are not used here).
+            slots of ``config.capture_blocks()``.
+        config: see :class:`PseudoLabelConfig`, with its blocks derived
+            (:meth:`~PseudoLabelConfig.for_model`);
+            ``evidence`` and ``regions`` are not used here.
     """
 
-    def __init__(self, image: np.ndarray, evidence: Evidence,
-                 config: PseudoLabelConfig = PseudoLabelConfig()) -> None:
+    def __init__(self, image: np.ndarray, evidence: Evidence, config: PseudoLabelConfig) -> None:
         self.image, self.classes, self.config = image, evidence.classes, config
-        self.scores = class_scores(evidence, config)  # (n, H, W)
-        self.classifier = config.slot_classifier if config.method == "slots" else None
+        self.scores = class_scores(evidence, config.slots)  # (n, H, W)
+        self.classifier = config.classifier
         self.learned = None  # (n + 1, H, W) or None
         if self.classifier is not None:
-            wanted = set(self.classifier.blocks or ()) or {s.ordinal for s in evidence.slots}
+            if self.classifier.blocks is None:
+                raise ValueError("the slot classifier's blocks are derived from the model: use "
+                                 "config.for_model(model)")
+            wanted = set(self.classifier.blocks)
             self.learned = slot_classifier(self.scores, [s for s in evidence.slots if s.ordinal in wanted],
                                            self.classifier)
 
@@ -206,19 +210,18 @@ class EvidenceLabeller:
         return np.array([0, *self.classes], np.uint8)[dense_crf(self.image, probs, self.config.crf)]
 
     def result(self) -> PseudoLabelResult:
-        """The mask of ``config.background``, or IRN's confident/ignore labels with ``config.confident``."""
-        confident = self.config.confident
-        if confident is None:
-            mask = self.mask(self.config.background)
+        """The mask against ``config.background``: one score, or IRN's confident/ignore labels."""
+        bg = self.config.background
+        if isinstance(bg, ConfidentRegions):
+            mask = confident_labels(self.mask(BackgroundParams("constant", bg.foreground)),
+                                    self.mask(BackgroundParams("constant", bg.background)))
         else:
-            mask = confident_labels(self.mask(BackgroundParams("constant", confident.foreground)),
-                                    self.mask(BackgroundParams("constant", confident.background)))
+            mask = self.mask(bg)
         return PseudoLabelResult(mask, self.scores.astype(np.float32), self.classes)
 
 
-def pseudo_label_from_evidence(
-    image: np.ndarray, evidence: Evidence, config: PseudoLabelConfig = PseudoLabelConfig()
-) -> PseudoLabelResult:
+def pseudo_label_from_evidence(image: np.ndarray, evidence: Evidence,
+                               config: PseudoLabelConfig) -> PseudoLabelResult:
     """Pseudo-mask of one image from its evidence: scores -> slot classifier -> background -> CRF.
 
     ``EvidenceLabeller(image, evidence, config).result()``; see :class:`EvidenceLabeller`.
@@ -229,11 +232,10 @@ def pseudo_label_from_evidence(
 def pseudo_label_image(
     model: torch.nn.Module, image: np.ndarray, classes: Sequence[int], head: ClassHead,
     config: PseudoLabelConfig = PseudoLabelConfig(), device: torch.device = torch.device("cpu"),
-    evidence_cfg: Optional[EvidenceConfig] = None,
 ) -> PseudoLabelResult:
     """Pseudo-mask of one image from its image-level classes.
 
-    :func:`wsss.evidence.compute_evidence` with :func:`evidence_config`, then
+    :func:`wsss.evidence.compute_evidence` of ``config.capture_blocks()``, then
     :func:`pseudo_label_from_evidence`, then (``config.regions``) :func:`wsss.regions.relabel`.
 
     Args:
@@ -241,18 +243,16 @@ def pseudo_label_image(
         image: ``(H, W, 3)`` uint8 RGB.
         classes: VOC class indices 1..20 in the image.
         head: see :class:`ClassHead`.
-        config: see :class:`PseudoLabelConfig`.
-        evidence_cfg: ``evidence_config(model, config)`` when the caller has it (made
-            once per run instead of once per image).
+        config: see :class:`PseudoLabelConfig`; its model-derived settings are
+            filled in here (:meth:`~PseudoLabelConfig.for_model`).
     """
     classes = tuple(sorted(int(c) for c in classes))
     H, W = image.shape[:2]
     if not classes:
         return PseudoLabelResult(np.zeros((H, W), np.uint8), np.zeros((0, H, W), np.float32), ())
-    if evidence_cfg is None:
-        evidence_cfg = evidence_config(model, config)
+    config = config.for_model(model)
     x = normalize(image).to(device)
-    evidence = compute_evidence(model, x, classes, head, evidence_cfg)
+    evidence = compute_evidence(model, x, classes, head, config.evidence, slot_blocks=config.capture_blocks())
     result = pseudo_label_from_evidence(image, evidence, config)
     if config.regions is None:
         return result
@@ -267,10 +267,13 @@ def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
 def run_pseudo_labels(
     model: torch.nn.Module, layout: VOCLayout, ids: Sequence[str], labels: Dict[str, np.ndarray], out: Path,
     *, head: ClassHead, config: PseudoLabelConfig = PseudoLabelConfig(),
-    device: torch.device = torch.device("cpu"), save_scores: bool = False, rank: int = 0, world_size: int = 1,
-    progress: bool = True,
+    device: torch.device = torch.device("cpu"), max_side: int = 512, save_scores: bool = False, rank: int = 0,
+    world_size: int = 1, progress: bool = True,
 ) -> Dict[str, int]:
     """Write ``out/<id>.png`` for this rank's share of ``ids``; returns counts.
+
+    Args:
+        max_side: images with a longer side are shrunk to it first, and their masks upsampled back.
 
     Returns:
         ``{"written", "skipped" (already there), "failed"}`` for this rank.
@@ -284,7 +287,7 @@ def run_pseudo_labels(
     mine = shard(ids, rank, world_size)
     counts = {"written": 0, "skipped": 0, "failed": 0}
     model = model.to(device).eval()
-    evidence_cfg = evidence_config(model, config)
+    config = config.for_model(model)
     bar = tqdm(mine, desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels", unit="img",
                disable=not progress, position=rank)
     log = _ProgressLog(len(mine), every_s=None if progress else LOG_EVERY_S)
@@ -304,11 +307,11 @@ def run_pseudo_labels(
             image = np.asarray(pil)
             H, W = image.shape[:2]
             work = image
-            if max(H, W) > config.max_side:
-                pil.thumbnail((config.max_side, config.max_side))
+            if max(H, W) > max_side:
+                pil.thumbnail((max_side, max_side))
                 work = np.asarray(pil)
             classes = [c + 1 for c in np.flatnonzero(labels[image_id] > 0.5)]
-            result = pseudo_label_image(model, work, classes, head, config, device, evidence_cfg)
+            result = pseudo_label_image(model, work, classes, head, config, device)
             mask = result.mask
             if work.shape[:2] != (H, W):
                 from PIL import Image

@@ -20,21 +20,60 @@ the image, by default its median) so that only what stands out remains.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glmix_viz.analysis.maps import normalize_by_max
+from glmix_viz.capture import SlotRecord
 from glmix_viz.fields import FieldError
 
-from .evidence import SlotMaps, normalise_by_max
 from .voc import IGNORE_INDEX
 
 __all__ = [
-    "CRFParams", "BackgroundParams", "ConfidentRegions", "slot_refine", "subtract_baseline",
-    "with_background", "dense_crf", "labels_from_scores", "confident_labels",
+    "SlotRefineParams", "CRFParams", "BackgroundParams", "ConfidentRegions", "slot_refine",
+    "subtract_baseline", "with_background", "dense_crf", "labels_from_scores", "confident_labels",
 ]
+
+
+@dataclass(frozen=True)
+class SlotRefineParams:
+    """Slot refinement of the CAM (:func:`slot_refine`, then :func:`subtract_baseline`).
+
+    Attributes:
+        blocks: GLMix block ordinals (1-based) whose slots refine the CAM;
+            ``None``: derived from the model by ``PseudoLabelConfig.for_model``,
+            the blocks at ``BLOCK_FRACTIONS`` of its depth (2, 5, 10 of 10).
+        mix: weight of the slot-refined maps against the CAM (1: refined only).
+        sharpness: factor on the slot logits before clustering and dispatch.
+        baseline: quantile of each refined map subtracted before renormalising (0: off).
+    """
+
+    blocks: Optional[Tuple[int, ...]] = None
+    mix: float = 0.5
+    sharpness: float = 16.0
+    baseline: float = 0.5
+
+    #: Where the derived blocks sit, as fractions of the model's GLMix blocks.
+    BLOCK_FRACTIONS = (0.2, 0.5, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.blocks is not None and (not self.blocks or any(b < 1 for b in self.blocks)):
+            raise FieldError("SlotRefineParams.blocks", [self.blocks], "expected GLMix block ordinals >= 1")
+        if not 0 <= self.mix <= 1:
+            raise FieldError("SlotRefineParams.mix", [self.mix], "expected a number in [0, 1]")
+        if not self.sharpness > 0:
+            raise FieldError("SlotRefineParams.sharpness", [self.sharpness], "expected a number > 0")
+        if not 0 <= self.baseline < 1:
+            raise FieldError("SlotRefineParams.baseline", [self.baseline], "expected a quantile in [0, 1)")
+
+    @classmethod
+    def derived_blocks(cls, num_blocks: int) -> Tuple[int, ...]:
+        """The blocks at ``BLOCK_FRACTIONS`` of ``num_blocks`` GLMix blocks (rounded half up, distinct)."""
+        return tuple(sorted({max(1, min(num_blocks, int(f * num_blocks + 0.5)))
+                             for f in cls.BLOCK_FRACTIONS}))
 
 
 @dataclass(frozen=True)
@@ -53,7 +92,7 @@ class BackgroundParams:
 
     def __post_init__(self) -> None:
         if self.method not in ("constant", "power"):
-            raise ValueError(f"background method {self.method!r}; expected 'constant' or 'power'")
+            raise FieldError("BackgroundParams.method", [self.method], "expected 'constant' or 'power'")
 
 
 @dataclass(frozen=True)
@@ -88,7 +127,7 @@ class CRFParams:
     bilateral_compat: float = 10.0
 
 
-def slot_refine(cams: torch.Tensor, slots: Sequence[SlotMaps], mix: float = 1.0,
+def slot_refine(cams: torch.Tensor, slots: Sequence[SlotRecord], mix: float = 1.0,
                 sharpness: float = 1.0) -> torch.Tensor:
     """Propagate class maps through the slots of one or more GLMix blocks.
 
@@ -112,10 +151,10 @@ def slot_refine(cams: torch.Tensor, slots: Sequence[SlotMaps], mix: float = 1.0,
     refined = torch.zeros_like(cams)
     for s in slots:
         cam_g = F.adaptive_avg_pool2d(cams[None], s.grid)[0].flatten(1)  # (n, N)
-        slot_scores = s.clustering(sharpness) @ cam_g.T  # (K, n)
-        pix = (s.dispatch(sharpness).T @ slot_scores).T.reshape(n, *s.grid)  # (n, h, w)
+        slot_scores = s.clustering_weights(sharpness)[0] @ cam_g.T  # (K, n)
+        pix = (s.dispatch_maps(sharpness)[0].flatten(1).T @ slot_scores).T.reshape(n, *s.grid)  # (n, h, w)
         up = F.interpolate(pix[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-        refined += normalise_by_max(up)
+        refined += normalize_by_max(up)
     refined /= len(slots)
     return (1 - mix) * cams + mix * refined
 
@@ -136,7 +175,7 @@ def subtract_baseline(maps: torch.Tensor, quantile: float) -> torch.Tensor:
     flat = maps.flatten(1)
     k = 1 + int(round(quantile * (flat.shape[1] - 1)))
     base = flat.kthvalue(k, dim=1).values.view(-1, 1, 1)
-    return normalise_by_max((maps - base).clamp_min(0))
+    return normalize_by_max((maps - base).clamp_min(0))
 
 
 def with_background(scores: np.ndarray, params: BackgroundParams = BackgroundParams()) -> np.ndarray:

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glmix_viz.capture import SlotRecord
 from glmix_viz.fields import FieldError
-
-from .evidence import SlotMaps
 
 __all__ = [
     "SlotClassifierParams", "slot_features", "seed_labels", "fit_softmax_regression", "slot_classifier",
@@ -69,7 +68,7 @@ class SlotClassifierParams:
                              f"({self.iterations}), l2 >= 0 ({self.l2})")
 
 
-def slot_features(slots: Sequence[SlotMaps], grid: Tuple[int, int]) -> torch.Tensor:
+def slot_features(slots: Sequence[SlotRecord], grid: Tuple[int, int]) -> torch.Tensor:
     """Each grid cell's dispatch distributions over every block's slots, standardised.
 
     Args:
@@ -79,8 +78,8 @@ def slot_features(slots: Sequence[SlotMaps], grid: Tuple[int, int]) -> torch.Ten
     Returns:
         ``(h*w, sum K)``: columns of zero mean and unit variance (constant columns are 0).
     """
-    maps = [F.interpolate(s.dispatch().reshape(1, -1, *s.grid).float(), size=grid, mode="bilinear",
-                          align_corners=False)[0] for s in slots]
+    maps = [F.interpolate(s.dispatch_maps()[:1], size=grid, mode="bilinear", align_corners=False)[0]
+            for s in slots]
     x = torch.cat(maps).flatten(1).T
     x = x - x.mean(0)
     std = x.std(0)
@@ -130,7 +129,7 @@ def fit_softmax_regression(x: torch.Tensor, y: torch.Tensor, n_labels: int, l2: 
     return weight.detach(), bias.detach()
 
 
-def slot_classifier(scores: np.ndarray, slots: Sequence[SlotMaps],
+def slot_classifier(scores: np.ndarray, slots: Sequence[SlotRecord],
                     params: SlotClassifierParams = SlotClassifierParams()) -> Optional[np.ndarray]:
     """Probabilities over ``[background, classes...]`` from a classifier fitted on this image's seeds.
 

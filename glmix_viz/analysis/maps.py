@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["normalize_per_image", "upsample_maps", "hard_assignment"]
+__all__ = ["normalize_per_image", "normalize_by_max", "upsample_maps", "hard_assignment"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -36,6 +36,19 @@ def normalize_per_image(maps: ArrayLike, eps: float = 1e-12) -> np.ndarray:
     hi = flat.max(1).values.view(-1, 1, 1, 1)
     out = ((m - lo) / (hi - lo).clamp_min(eps)).numpy()
     return out[0] if single else out
+
+
+def normalize_by_max(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Divide each map by its own maximum (maps whose maximum is below ``eps`` are divided by ``eps``).
+
+    Unlike :func:`normalize_per_image` each map keeps its zero and gets its own
+    scale (class maps, which ``wsss`` compares against a background score).
+    A tensor in, a tensor out, on its device.
+
+    Shape:
+        ``(n, H, W) -> (n, H, W)``.
+    """
+    return maps / maps.flatten(1).amax(1).clamp_min(eps).view(-1, *([1] * (maps.dim() - 1)))
 
 
 def upsample_maps(maps: ArrayLike, size: Tuple[int, int], mode: str = "bilinear") -> np.ndarray:

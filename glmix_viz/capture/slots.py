@@ -100,21 +100,24 @@ class SlotRecord:
     def num_slots(self) -> int:
         return self.logits.shape[1]
 
-    def clustering_weights(self) -> torch.Tensor:
-        """How each slot pools the pixels: softmax over pixels.
+    def clustering_weights(self, sharpness: float = 1.0) -> torch.Tensor:
+        """How each slot pools the pixels: softmax over pixels of ``sharpness * logits``.
+
+        ``sharpness`` 1 is what the block computes; larger values make the
+        assignments harder (``wsss`` uses 16).
 
         Shape:
             ``(B, K, H*W)``, each row sums to 1.
         """
-        return torch.softmax(self.logits.float(), dim=-1)
+        return torch.softmax(self.logits.float() * sharpness, dim=-1)
 
-    def dispatch_maps(self) -> torch.Tensor:
+    def dispatch_maps(self, sharpness: float = 1.0) -> torch.Tensor:
         """Each pixel's distribution over slots (the paper's figures): softmax over slots.
 
         Shape:
             ``(B, K, H, W)``, sums to 1 over K at every pixel.
         """
-        return torch.softmax(self.logits.float(), dim=1).unflatten(-1, self.grid)
+        return torch.softmax(self.logits.float() * sharpness, dim=1).unflatten(-1, self.grid)
 
     def to(self, device: Union[str, torch.device]) -> "SlotRecord":
         """A copy with the logits on ``device``."""

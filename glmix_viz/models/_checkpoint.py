@@ -241,5 +241,31 @@ def load_checkpoint(
             f"{len(wrong_shape)} with other shapes (first: {wrong_shape[:2]}). {advice}"
         )
     model.load_state_dict(state_dict, strict=True)
+    _carry_settings(model, checkpoint)
     _logger.info("loaded %s into %s", path, name or type(model).__name__)
     return model
+
+
+#: Entries of a checkpoint that describe its weights and travel into ``model.pretrained_cfg`` (as timm's
+#: cfg carries crop and normalisation): the pipeline settings measured for it (see ``wsss.presets``).
+CARRIED_KEYS = ("pseudo_labels",)
+
+
+def _carry_settings(model: nn.Module, checkpoint: Mapping) -> None:
+    """Record what the checkpoint says about its weights in ``model.pretrained_cfg`` (a new dict).
+
+    A checkpoint written by ``glmix-wsss train`` gives its training input size
+    (``config["input_size"]``), which then becomes the cfg's ``input_size``;
+    :data:`CARRIED_KEYS` are copied as they are.
+    """
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    config = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
+    size = config.get("input_size") if isinstance(config, Mapping) else None
+    if isinstance(size, int) and size > 0:
+        cfg["input_size"] = (3, size, size)
+    for key in CARRIED_KEYS:
+        if isinstance(checkpoint, Mapping) and key in checkpoint:
+            cfg[key] = checkpoint[key]
+    model.pretrained_cfg = cfg
+    if hasattr(model, "default_cfg"):
+        model.default_cfg = cfg  # timm's alias
