@@ -336,8 +336,7 @@ def test_manifest_records_the_run_and_guards_resumes(reference, tiny_voc, tiny_c
     assert manifest["model"] == "test_glnet" and manifest["checkpoint"] == str(tiny_ckpt)
     assert (manifest["checkpoint_sha256"] == file_sha256(tiny_ckpt)
             == hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest())
-    assert (manifest["config"]["evidence"]["scales"] == [1.0, 0.5]
-            and manifest["config"]["crf"]["iterations"] == 3)
+    assert manifest["config"]["evidence.scales"] == [1.0, 0.5] and manifest["config"]["crf.iterations"] == 3
     assert manifest["labels"] == {"source": "auto", "file": None} and manifest["run"]["save_scores"] is True
 
     out = tmp_path / "out"
@@ -398,3 +397,44 @@ def test_confident_regions_and_a_background_setting_are_not_both_taken(tiny_voc,
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "--confident replaces the background score: give it or --bg/--bg-threshold/--bg-power" in err
+
+
+def test_saved_evidence_labels_again_as_the_model_would(reference, tiny_voc, tiny_ckpt, tmp_path, capsys):
+    """--save-evidence keeps what the model computed; --from-evidence gives byte-identical masks at the same
+    settings and at other later-stage settings, without the model; the CAM's settings cannot change."""
+    run = tmp_path / "run"
+    assert cli.main(args(tiny_voc, tiny_ckpt, run, "--save-evidence")) == 0
+    assert digest(run) == digest(reference)  # saving changes nothing
+    first = sorted((run / "evidence").glob("*.npz"))[0]
+    ev = pipeline.read_evidence(first)
+    again = tmp_path / "again.npz"
+    pipeline.write_evidence(again, ev)
+    back = pipeline.read_evidence(again)  # exact round trip, float32, no pickle
+    assert back.classes == ev.classes and torch.equal(back.cams, ev.cams)
+    assert [(s.ordinal, s.grid) for s in back.slots] == [(s.ordinal, s.grid) for s in ev.slots] == [
+        (b, s.grid) for b, s in zip((1, 2, 3, 4), ev.slots)]  # every block: the classifier's
+    assert all(torch.equal(a.logits, b.logits) for a, b in zip(back.slots, ev.slots))
+
+    def from_evidence(out, *extra):
+        argv = ["-q", "pseudo-labels", "--voc-root", str(tiny_voc), "--split", "train", "--from-evidence",
+                str(run), "--out", str(out), "--threads", "1", *extra]
+        return cli.main(argv)
+
+    assert from_evidence(tmp_path / "same") == 0
+    assert digest(tmp_path / "same") == digest(reference)
+    assert from_evidence(tmp_path / "bg", "--bg-threshold", "0.4", "--slot-mix", "0.8") == 0
+    assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "bg_direct", "--bg-threshold", "0.4", "--slot-mix",
+                         "0.8")) == 0
+    assert digest(tmp_path / "bg") == digest(tmp_path / "bg_direct")
+    assert digest(tmp_path / "bg") != digest(reference)  # the settings did change the masks
+    for extra, message in ((["--scales", "1"], "--scales: the evidence in"),
+                           (["--region-relabel"], "--region-relabel needs the model"),
+                           (["--max-side", "96"], "--max-side 96: the evidence was computed at --max-side")):
+        assert from_evidence(tmp_path / "bad", *extra) == 2
+        assert message in capsys.readouterr().err
+    assert from_evidence(tmp_path / "bad2", "--from-evidence", str(reference)) == 2  # saved no evidence
+    assert "rerun it with --save-evidence" in capsys.readouterr().err
+    slim = tmp_path / "slim"
+    assert cli.main(args(tiny_voc, tiny_ckpt, slim, "--save-evidence", "--no-slot-classifier")) == 0
+    assert from_evidence(tmp_path / "b3", "--from-evidence", str(slim), "--blocks", "3") == 2
+    assert "need the slots of blocks [3], the evidence holds [2, 4]" in capsys.readouterr().err

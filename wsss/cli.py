@@ -66,7 +66,9 @@ COMMAND --help shows each command's options.""",
   glmix-wsss pseudo-labels --voc-root data/emojivoc --split train --out pl/     # bundled demo model
   glmix-wsss pseudo-labels --voc-root ~/data/VOC --split train --model glnet_stl --head imagenet --out pl_stl/
   glmix-wsss pseudo-labels --voc-root ~/data/VOC --checkpoint runs/stl/checkpoint-best.pth --out pl/ """
-    """--save-scores
+    """--save-evidence
+  glmix-wsss pseudo-labels --voc-root ~/data/VOC --from-evidence pl/ --bg-threshold 0.3 --out pl_bg30/
+  glmix-wsss pseudo-labels --show-config --checkpoint runs/stl/checkpoint-best.pth    # settings, sources
 A rerun into the same --out resumes; with other settings it stops (--overwrite redoes everything).""",
     "score": """examples:
   glmix-wsss score --voc-root ~/data/VOC --split train --pred pl/
@@ -234,9 +236,18 @@ def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
                         f"{RegionParams().margin:g})")
     assert default.regions is None  # the help texts above say so
     r = p.add_argument_group("run")
-    r.add_argument("--max-side", type=int, default=512,
-                   help="images with a longer side are shrunk to it first; masks are upsampled back")
+    r.add_argument("--max-side", type=int,
+                   help="images with a longer side are shrunk to it first; masks are upsampled back (default "
+                        "512; with --from-evidence, the evidence's)")
     r.add_argument("--save-scores", action="store_true", help="also keep score maps as OUT/scores/<id>.npz")
+    r.add_argument("--save-evidence", action="store_true",
+                   help="also keep what the model computed (CAMs, slot logits) as OUT/evidence/<id>.npz, so "
+                        "that --from-evidence OUT labels the split again with other settings, without the "
+                        "model")
+    r.add_argument("--from-evidence", type=Path, metavar="RUN",
+                   help="label from the evidence a --save-evidence run wrote to RUN instead of running the "
+                        "model: flags change the later stages (slots, classifier, background, CRF), not the "
+                        "CAM")
     r.add_argument("--overwrite", action="store_true",
                    help="redo every mask in OUT; without it a rerun resumes, and refuses a folder whose "
                    "manifest.json records other settings")
@@ -312,7 +323,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             given = (("--voc-root", args.voc_root), ("--out", args.out))
             missing = [flag for flag, value in given if value is None]
             if missing:
-                parser.error(f"pseudo-labels: the following arguments are required: {', '.join(missing)}")
+                raise ValueError(f"pseudo-labels: the following arguments are required: {', '.join(missing)} "
+                                 "(all but --show-config)")
         if getattr(args, "out", None) is not None:  # checked before any work
             try:
                 check_output_dir(args.out)

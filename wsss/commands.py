@@ -196,51 +196,115 @@ def config_table(resolved) -> str:
     return "\n".join(lines)
 
 
+def _evidence_run(run: Path) -> Dict:
+    """The manifest of a ``--save-evidence`` run folder (``--from-evidence RUN``), checked."""
+    path = Path(run) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--from-evidence {run}: no readable manifest.json ({err}); expected the --out "
+                         "folder of a pseudo-labels run with --save-evidence") from None
+    if not manifest.get("run", {}).get("save_evidence") or not (Path(run) / "evidence").is_dir():
+        raise ValueError(f"--from-evidence {run}: that run did not save its evidence; rerun it with "
+                         "--save-evidence")
+    return manifest
+
+
+def _settings_from_evidence(manifest: Dict, overrides: Dict, flags: Dict, args: argparse.Namespace):
+    """The evidence run's settings with the flags' overrides of the later stages (the CAM is fixed)."""
+    from .presets import Resolved, unflatten
+
+    fixed = [flags[k] for k in overrides if k.startswith("evidence")]
+    if fixed:
+        raise ValueError(f"{fixed[0].removeprefix('flag ')}: the evidence in {args.from_evidence} is already "
+                         "computed; --from-evidence changes the later stages only")
+    flat = {**manifest["config"], **{k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}}
+    config = unflatten(flat, given={k: "" for k in overrides})
+    try:
+        blocks = config.capture_blocks()
+    except ValueError:
+        raise ValueError("--blocks: give the slot blocks (they are derived from the model, which "
+                         "--from-evidence does not load)") from None
+    saved = set(unflatten(manifest["config"]).capture_blocks())
+    if not set(blocks) <= saved:
+        raise ValueError(f"--from-evidence {args.from_evidence}: the settings need the slots of blocks "
+                         f"{sorted(set(blocks) - saved)}, the evidence holds {sorted(saved)}")
+    if config.regions is not None:
+        raise ValueError("--region-relabel needs the model: not with --from-evidence")
+    old = manifest.get("sources", {}).get("settings", {})
+    sources = {k: flags.get(k, f"evidence run ({old.get(k, 'default')})") for k in flat}
+    return Resolved(config, sources, manifest.get("sources", {}).get("preset"))
+
+
 def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
-    from .presets import resolve_settings
+    from .presets import flatten, resolve_settings
 
     rank, world = _dist()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = device_from_flag(args.device)
     overrides, flags = pipeline_overrides(args)
-    model, model_name, weights_file = load_model(args.checkpoint, args.model, args.head)
-    resolved = resolve_settings(model, overrides, use_preset=args.preset == "auto", override_sources=flags)
+    model = head = None
+    max_side = args.max_side or 512
+    if args.from_evidence is not None:
+        source = _evidence_run(args.from_evidence)
+        resolved = _settings_from_evidence(source, overrides, flags, args)
+        model_name, head_name = source["model"], source["head"]
+        weights = source["checkpoint"]
+        saved_side = source.get("runner", {}).get("max_side", 512)
+        if args.max_side is not None and args.max_side != saved_side:
+            raise ValueError(f"--max-side {args.max_side}: the evidence was computed at --max-side "
+                             f"{saved_side}")
+        max_side = saved_side
+    else:
+        model, model_name, weights_file = load_model(args.checkpoint, args.model, args.head)
+        resolved = resolve_settings(model, overrides, use_preset=args.preset == "auto",
+                                    override_sources=flags)
+        head_name, weights = args.head, weights_file
     if args.show_config:
-        print(f"model: {model_name} ({weights_file or 'bundled demo weights'}); preset: "
-              f"{resolved.preset or 'none'}")
+        print(f"model: {model_name} ({weights or 'bundled demo weights'}); "
+              f"preset: {resolved.preset or 'none'}")
         print(config_table(resolved))
         return 0
     config = resolved.config
     what = f"preset {resolved.preset}" if resolved.preset else "model-agnostic defaults"
-    _logger.info("settings: %s", what)
+    _logger.info("settings: %s%s", what, " with the flags' changes" if overrides else "")
     layout = VOCLayout(args.voc_root)
     ids = layout.ids(args.split)
     if args.limit:
         ids = ids[: args.limit]
     labels = layout.image_labels(ids, args.labels, args.labels_from)
-    try:
-        head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
-    except ValueError as err:
-        hint = "; pass --head imagenet for an ImageNet checkpoint" if args.head == "own" else ""
-        raise ValueError(f"--head {args.head}: {err}{hint}") from None
-    manifest = make_manifest(
-        model=model_name, checkpoint=weights_file, head=args.head, config=config,
+    if model is not None:
+        try:
+            head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
+        except ValueError as err:
+            hint = "; pass --head imagenet for an ImageNet checkpoint" if args.head == "own" else ""
+            raise ValueError(f"--head {args.head}: {err}{hint}") from None
+        manifest = make_manifest(model=model_name, checkpoint=weights, head=head_name, config=flatten(config),
+                                 labels={}, run={}, runner={})
+    else:  # the model's identity as the evidence run recorded it
+        manifest = {key: source.get(key)
+                    for key in ("tool", "version", "model", "checkpoint", "checkpoint_sha256", "head")}
+    manifest.update(
+        config=flatten(config), runner={"max_side": max_side},
         labels={"source": args.labels_from, "file": str(args.labels) if args.labels else None},
-        runner={"max_side": args.max_side},
         sources={"preset": resolved.preset, "settings": resolved.sources},
         run={"voc_root": str(args.voc_root), "split": args.split, "limit": args.limit, "device": str(device),
-             "save_scores": args.save_scores, "world_size": world},
+             "save_scores": args.save_scores, "save_evidence": args.save_evidence, "world_size": world,
+             "from_evidence": str(args.from_evidence) if args.from_evidence else None},
     )
     try:
-        prepare_run_folder(args.out, manifest, overwrite=args.overwrite, write=rank == 0)
+        prepare_run_folder(args.out, manifest, overwrite=args.overwrite, write=rank == 0,
+                           outputs=("*.png", "scores/*.npz", "evidence/*.npz"))
     except RunFolderError as err:  # the library names the setting, the CLI its flag
         raise err.with_flag("--overwrite") from None
     if world > 1:
         torch.distributed.barrier()  # no rank writes a mask before rank 0 has checked and cleared the folder
-    counts = run_pseudo_labels(model, layout, ids, labels, args.out, head=head, config=config, device=device,
-                               max_side=args.max_side, save_scores=args.save_scores, rank=rank,
-                               world_size=world, progress=progress and rank == 0)
+    counts = run_pseudo_labels(
+        model, layout, ids, labels, args.out, head=head, config=config, device=device, max_side=max_side,
+        save_scores=args.save_scores, save_evidence=args.save_evidence,
+        evidence_dir=Path(args.from_evidence) / "evidence" if args.from_evidence else None, rank=rank,
+        world_size=world, progress=progress and rank == 0)
     if world > 1:
         t = torch.tensor([counts["written"], counts["skipped"], counts["failed"]])
         torch.distributed.all_reduce(t)

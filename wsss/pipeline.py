@@ -41,7 +41,8 @@ from .voc import VOCLayout, save_mask
 
 __all__ = [
     "STANDARD_CAM", "FITTED_EVIDENCE", "PseudoLabelConfig", "PseudoLabelResult", "EvidenceLabeller",
-    "class_scores", "pseudo_label_from_evidence", "pseudo_label_image", "run_pseudo_labels", "shard",
+    "class_scores", "pseudo_label_from_evidence", "pseudo_label_image", "write_evidence", "read_evidence",
+    "run_pseudo_labels", "shard",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -232,6 +233,7 @@ def pseudo_label_from_evidence(image: np.ndarray, evidence: Evidence,
 def pseudo_label_image(
     model: torch.nn.Module, image: np.ndarray, classes: Sequence[int], head: ClassHead,
     config: PseudoLabelConfig = PseudoLabelConfig(), device: torch.device = torch.device("cpu"),
+    evidence: Optional[Evidence] = None,
 ) -> PseudoLabelResult:
     """Pseudo-mask of one image from its image-level classes.
 
@@ -239,24 +241,74 @@ def pseudo_label_image(
     :func:`pseudo_label_from_evidence`, then (``config.regions``) :func:`wsss.regions.relabel`.
 
     Args:
-        model: GLNet in eval mode on ``device``.
+        model: GLNet in eval mode on ``device`` (``None`` will do with ``evidence``
+            and no region relabelling).
         image: ``(H, W, 3)`` uint8 RGB.
         classes: VOC class indices 1..20 in the image.
         head: see :class:`ClassHead`.
         config: see :class:`PseudoLabelConfig`; its model-derived settings are
             filled in here (:meth:`~PseudoLabelConfig.for_model`).
+        evidence: the image's evidence when already computed (e.g. read by
+            :func:`read_evidence`); ``config.evidence`` is then not used.
     """
     classes = tuple(sorted(int(c) for c in classes))
     H, W = image.shape[:2]
     if not classes:
         return PseudoLabelResult(np.zeros((H, W), np.uint8), np.zeros((0, H, W), np.float32), ())
-    config = config.for_model(model)
-    x = normalize(image).to(device)
-    evidence = compute_evidence(model, x, classes, head, config.evidence, slot_blocks=config.capture_blocks())
+    if model is not None:
+        config = config.for_model(model)
+    if evidence is None:
+        evidence = compute_evidence(model, normalize(image).to(device), classes, head, config.evidence,
+                                    slot_blocks=config.capture_blocks())
+    elif evidence.classes != classes or tuple(evidence.cams.shape[1:]) != (H, W):
+        raise ValueError(f"the evidence is of classes {evidence.classes} on {tuple(evidence.cams.shape[1:])} "
+                         f"pixels, the image has classes {classes} on {(H, W)}")
     result = pseudo_label_from_evidence(image, evidence, config)
     if config.regions is None:
         return result
+    if model is None:
+        raise FieldError("PseudoLabelConfig.regions", [config.regions], "region relabelling needs the model")
+    x = normalize(image).to(device)
     return replace(result, mask=relabel(model, x, result.mask, classes, head, config.regions))
+
+
+def write_evidence(path: Path, evidence: Evidence) -> None:
+    """Write one image's evidence as ``.npz`` (no pickle): ``classes``, ``cams`` ``(n, H, W)`` and, per
+    captured block, ``slots_<ordinal>`` ``(K, h*w)`` logits and ``grid_<ordinal>`` ``(h, w)``, float32."""
+    arrays = {"classes": np.array(evidence.classes, np.uint8),
+              "cams": evidence.cams.numpy().astype(np.float32)}
+    for rec in evidence.slots:
+        arrays[f"slots_{rec.ordinal}"] = rec.logits[0].float().numpy()
+        arrays[f"grid_{rec.ordinal}"] = np.array(rec.grid, np.int64)
+    np.savez_compressed(path, **arrays)
+
+
+def read_evidence(path: Path) -> Evidence:
+    """Read what :func:`write_evidence` wrote (``allow_pickle=False``).
+
+    Raises:
+        ValueError: the file is not such an evidence file (names it and what is missing or wrong).
+    """
+    from glmix_viz.capture import SlotRecord
+    from glmix_viz.untrusted import load_npz
+
+    data = load_npz(path)
+    if "classes" not in data or "cams" not in data:
+        raise ValueError(f"{path}: expected arrays 'classes' and 'cams' (from pseudo-labels "
+                         f"--save-evidence), found {sorted(data)}")
+    classes = tuple(int(c) for c in data["classes"])
+    cams = torch.from_numpy(np.ascontiguousarray(data["cams"], np.float32))
+    slots = []
+    for key in sorted((k for k in data if k.startswith("slots_")), key=lambda k: int(k[6:])):
+        ordinal, logits = int(key[6:]), data[key]
+        grid = tuple(int(v) for v in data.get(f"grid_{ordinal}", ()))
+        if len(grid) != 2 or logits.ndim != 2 or grid[0] * grid[1] != logits.shape[1]:
+            raise ValueError(f"{path}: {key} {logits.shape} does not fit grid_{ordinal} {grid}")
+        slots.append(SlotRecord(f"block{ordinal}", ordinal, torch.from_numpy(logits.astype(np.float32))[None],
+                                grid))
+    if cams.ndim != 3 or cams.shape[0] != len(classes):
+        raise ValueError(f"{path}: cams {tuple(cams.shape)} for {len(classes)} classes")
+    return Evidence(classes, cams, tuple(slots))
 
 
 def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
@@ -265,15 +317,22 @@ def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
 
 
 def run_pseudo_labels(
-    model: torch.nn.Module, layout: VOCLayout, ids: Sequence[str], labels: Dict[str, np.ndarray], out: Path,
-    *, head: ClassHead, config: PseudoLabelConfig = PseudoLabelConfig(),
-    device: torch.device = torch.device("cpu"), max_side: int = 512, save_scores: bool = False, rank: int = 0,
-    world_size: int = 1, progress: bool = True,
+    model: Optional[torch.nn.Module], layout: VOCLayout, ids: Sequence[str], labels: Dict[str, np.ndarray],
+    out: Path, *, head: Optional[ClassHead], config: PseudoLabelConfig = PseudoLabelConfig(),
+    device: torch.device = torch.device("cpu"), max_side: int = 512, save_scores: bool = False,
+    save_evidence: bool = False, evidence_dir: Optional[Path] = None, rank: int = 0, world_size: int = 1,
+    progress: bool = True,
 ) -> Dict[str, int]:
     """Write ``out/<id>.png`` for this rank's share of ``ids``; returns counts.
 
     Args:
         max_side: images with a longer side are shrunk to it first, and their masks upsampled back.
+        save_scores: also write ``out/scores/<id>.npz`` (the foreground scores, float16).
+        save_evidence: also write ``out/evidence/<id>.npz`` (:func:`write_evidence`), from
+            which other settings label the split again without the model.
+        evidence_dir: read each image's evidence from here instead of computing it
+            (``model`` and ``head`` may then be ``None``; ``config`` must have its
+            blocks derived and hold no region relabelling).
 
     Returns:
         ``{"written", "skipped" (already there), "failed"}`` for this rank.
@@ -282,12 +341,15 @@ def run_pseudo_labels(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if save_scores:
-        (out / "scores").mkdir(exist_ok=True)
+    extras = [name for name, on in (("scores", save_scores), ("evidence", save_evidence)) if on]
+    for name in extras:
+        (out / name).mkdir(exist_ok=True)
     mine = shard(ids, rank, world_size)
     counts = {"written": 0, "skipped": 0, "failed": 0}
-    model = model.to(device).eval()
-    config = config.for_model(model)
+    if model is not None:
+        model = model.to(device).eval()
+        config = config.for_model(model)
+    config.capture_blocks()  # the blocks are known before the first image
     bar = tqdm(mine, desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels", unit="img",
                disable=not progress, position=rank)
     log = _ProgressLog(len(mine), every_s=None if progress else LOG_EVERY_S)
@@ -295,7 +357,7 @@ def run_pseudo_labels(
         for image_id in bar:
             log.tick(counts)
             target = out / f"{image_id}.png"
-            if target.is_file() and (not save_scores or (out / "scores" / f"{image_id}.npz").is_file()):
+            if target.is_file() and all((out / name / f"{image_id}.npz").is_file() for name in extras):
                 counts["skipped"] += 1
                 continue
             try:
@@ -310,8 +372,14 @@ def run_pseudo_labels(
             if max(H, W) > max_side:
                 pil.thumbnail((max_side, max_side))
                 work = np.asarray(pil)
-            classes = [c + 1 for c in np.flatnonzero(labels[image_id] > 0.5)]
-            result = pseudo_label_image(model, work, classes, head, config, device)
+            classes = sorted(int(c) + 1 for c in np.flatnonzero(labels[image_id] > 0.5))
+            evidence = None
+            if classes and evidence_dir is not None:
+                evidence = read_evidence(Path(evidence_dir) / f"{image_id}.npz")
+            elif classes and save_evidence:
+                evidence = compute_evidence(model, normalize(work).to(device), classes, head, config.evidence,
+                                            slot_blocks=config.capture_blocks())
+            result = pseudo_label_image(model, work, classes, head, config, device, evidence=evidence)
             mask = result.mask
             if work.shape[:2] != (H, W):
                 from PIL import Image
@@ -320,6 +388,9 @@ def run_pseudo_labels(
             if save_scores:
                 atomic_write(out / "scores" / f"{image_id}.npz", lambda p: np.savez_compressed(
                     p, scores=result.scores.astype(np.float16), classes=np.array(result.classes, np.uint8)))
+            if save_evidence:
+                ev = evidence or Evidence((), torch.zeros(0, *work.shape[:2]), ())  # no classes: no evidence
+                atomic_write(out / "evidence" / f"{image_id}.npz", lambda p: write_evidence(p, ev))
             atomic_write(target, lambda p: save_mask(p, mask))
             counts["written"] += 1
             bar.set_postfix(img_s=f"{log.rate(counts):.2f}")

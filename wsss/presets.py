@@ -110,8 +110,8 @@ def unflatten(flat: Mapping[str, Any], given: Mapping[str, str] = {}) -> PseudoL
         names = {f.name for f in fields(kind)}
         stray = [k for k in keys if k.partition(".")[2] not in names and k in given]
         if stray:
-            raise FieldError((_field_name(stray[0]), _field_name(stage)), [flat[stray[0]], kind_name],
-                             f"does not apply to {kind_name}")
+            raise FieldError(_field_name(stray[0], kind_name), [flat[stray[0]]],
+                             f"{kind_name} has no such setting ({', '.join(sorted(names))})")
         kwargs = {k.partition(".")[2]: _value(flat[k]) for k in keys if k.partition(".")[2] in names}
         stages[stage] = kind(**kwargs)
     return PseudoLabelConfig(**stages)
@@ -162,6 +162,9 @@ def resolve_settings(model: nn.Module, overrides: Mapping[str, Any] = {}, *, use
                      override_sources: Mapping[str, str] = {}) -> Resolved:
     """Default (or ``base``) -> the model's preset -> ``overrides`` -> settings derived from the model.
 
+    Raises:
+        ValueError: the preset or an override is not valid (names the setting).
+
     Args:
         model: the GLNet the pseudo-labels come from.
         overrides: flat keys (see :func:`flatten`) and values; a stage's key
@@ -176,7 +179,11 @@ def resolve_settings(model: nn.Module, overrides: Mapping[str, Any] = {}, *, use
     name = None
     if preset is not None:
         name = str(preset.get("name", "checkpoint"))
-        unflatten(preset["settings"], given=preset["settings"])  # a bad preset is named as such
+        try:
+            unflatten(preset["settings"], given=preset["settings"])
+        except ValueError as err:
+            raise ValueError(f"the preset {name!r} the checkpoint carries: {err} (use_preset=False ignores "
+                             "it)") from None
         flat.update(preset["settings"])
         sources.update({key: f"preset {name}" for key in preset["settings"]})
     for key, value in overrides.items():
