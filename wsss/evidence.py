@@ -7,9 +7,10 @@ each class map is then divided by its maximum. Only the classes in the image's
 labels are computed. Each scale can be weighted in the sum and computed by
 shift-and-stitch (:func:`stitched_cam`): the model sees the image at that
 scale several times, shifted by fractions of its output stride, and the passes
-interleave into a finer map. The default pipeline uses the latter at 0.5, the
-scale at which ``glnet_demo`` sees EmojiVOC's objects at their training size,
-and at 0.375 (``wsss.pipeline.SLOT_EVIDENCE``).
+interleave into a finer map. A scale may also be relative to the model's
+training input size (``EvidenceConfig.fit``): the default pipeline stitches
+the CAM at that size and at 0.75 of it (``wsss.pipeline.FITTED_EVIDENCE``),
+which for ``glnet_demo`` on EmojiVOC is about the 0.5 and 0.375 of its preset.
 
 The classifier is a :class:`ClassHead`: the model's own head for a model
 trained with ``glmix-wsss train`` (20 outputs, one per VOC class), or the

@@ -294,8 +294,8 @@ def read_evidence(path: Path) -> Evidence:
 
     data = load_npz(path)
     if "classes" not in data or "cams" not in data:
-        raise ValueError(f"{path}: expected arrays 'classes' and 'cams' (from pseudo-labels "
-                         f"--save-evidence), found {sorted(data)}")
+        raise ValueError(f"{path}: expected arrays 'classes' and 'cams' (an evidence file, as "
+                         f"write_evidence makes), found {sorted(data)}")
     classes = tuple(int(c) for c in data["classes"])
     cams = torch.from_numpy(np.ascontiguousarray(data["cams"], np.float32))
     slots = []
