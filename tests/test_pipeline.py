@@ -169,7 +169,7 @@ def test_scale_weights_and_stitch_flags_reach_the_config(tiny_voc, tiny_ckpt, tm
         assert cli.main(argv + extra + ["--overwrite"]) == 0  # other settings into the same folder
     slots, cam, stitched, fitted = seen[1:]
     model_size = timm.create_model("test_glnet").pretrained_cfg["input_size"][-1]
-    assert slots == replace(default, input_size=model_size)  # derived from the model
+    assert slots == replace(default, view_side=model_size)  # derived from the model (no training crops known)
     assert cam == pipeline.STANDARD_CAM == EvidenceConfig()
     assert (stitched.weights, stitched.stitch) == (default.weights, stitch)
     assert (fitted.scales, fitted.fit) == ((1.0, 0.8), (False, True))

@@ -27,12 +27,12 @@ def test_derived_blocks_hand_worked(n, blocks):
 
 
 def test_fitted_scales_hand_worked():
-    """A fitted scale resizes the image so that its area is input_size squared (times the scale squared)."""
-    ev = replace(FITTED_EVIDENCE, input_size=192)
+    """A fitted scale resizes the image so that its area is view_side squared (times the scale squared)."""
+    ev = replace(FITTED_EVIDENCE, view_side=192)
     scales = ev.image_scales(300, 480)  # sqrt(300 * 480) = 379.47
     np.testing.assert_allclose(scales, (1.0, 192 / 379.4733, 0.75 * 192 / 379.4733), rtol=1e-5)
     assert EvidenceConfig().image_scales(300, 480) == EvidenceConfig().scales  # nothing fitted
-    with pytest.raises(ValueError, match="EvidenceConfig.input_size"):
+    with pytest.raises(ValueError, match="EvidenceConfig.view_side"):
         FITTED_EVIDENCE.image_scales(300, 480)  # not derived from a model yet
 
 
@@ -62,8 +62,10 @@ def test_demo_checkpoint_carries_its_preset_and_the_rest_get_defaults():
     assert resolved.sources["classifier.blocks"].startswith("derived")  # the preset leaves it to the model
     # without the preset: the model-agnostic defaults, the model's numbers derived
     plain = resolve_settings(demo, use_preset=False)
-    assert plain.preset is None and plain.config.evidence == replace(FITTED_EVIDENCE, input_size=192)
-    assert plain.sources["evidence.input_size"].startswith("derived")
+    # the demo model was trained at 192 px on crops of 0.8 to 1 of the image: it saw them 192 / sqrt(0.9) wide
+    assert plain.preset is None
+    assert plain.config.evidence == replace(FITTED_EVIDENCE, view_side=192 / 0.9 ** 0.5)
+    assert plain.sources["evidence.view_side"].startswith("derived")
     assert plain.sources["slots.mix"] == "default"
     # overrides win over the preset and say where they came from
     mine = resolve_settings(demo, {"slots.mix": 0.3, "crf": None}, override_sources={"slots.mix": "flag --m"})
@@ -80,13 +82,15 @@ def test_a_checkpoint_preset_and_input_size_travel_with_the_file(tmp_path):
     mine = PseudoLabelConfig(slots=SlotRefineParams(sharpness=4.0), crf=None)
     preset = make_preset("mine", mine, "by hand")
     path = tmp_path / "ck.pth"
-    torch.save({"model": model.state_dict(), "config": {"input_size": 128}, "pseudo_labels": preset}, path)
+    train = {"input_size": 128, "min_scale": 0.5, "lr": 3e-4}
+    torch.save({"model": model.state_dict(), "config": train, "pseudo_labels": preset}, path)
     loaded = load_checkpoint(timm.create_model("test_glnet", num_classes=20), path)
     assert loaded.pretrained_cfg["input_size"] == (3, 128, 128)
     assert timm.create_model("test_glnet").pretrained_cfg["input_size"] == (3, 96, 96)  # others untouched
     resolved = resolve_settings(loaded)
     assert resolved.preset == "mine" and resolved.config == mine.for_model(loaded)
-    assert resolved.config.evidence.input_size == 128 and resolved.config.slots.blocks == (1, 2, 4)
+    assert resolved.config.evidence.view_side == pytest.approx(128 / 0.75 ** 0.5)  # mean crop area 0.75
+    assert resolved.config.slots.blocks == (1, 2, 4)
     bad = dict(preset, settings={**preset["settings"], "slots.sharpnes": 4.0})
     torch.save({"model": model.state_dict(), "pseudo_labels": bad}, path)
     loaded = load_checkpoint(timm.create_model("test_glnet", num_classes=20), path)

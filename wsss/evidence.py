@@ -109,11 +109,10 @@ class EvidenceConfig:
 
     Attributes:
         scales: image scales of the CAM passes; the first is also where slots
-            are captured. A scale marked in ``fit`` is relative to the model's
-            training input size instead of the image: the image is resized by
-            ``scale * input_size / sqrt(H * W)`` (1.0: the image's area becomes
-            the model's training input area, the scale at which it saw whole
-            images in training).
+            are captured. A scale marked in ``fit`` is relative to how the model
+            saw images in training instead of to the image: the image is resized
+            by ``scale * view_side / sqrt(H * W)`` (1.0: its area becomes
+            ``view_side²``, the scale at which the model saw whole images).
         flip: add horizontally flipped passes.
         weights: weight of each scale's CAM in the sum (``None``: 1 each).
         stitch: shift-and-stitch factor of each scale (``None``: 1 each): the
@@ -121,10 +120,11 @@ class EvidenceConfig:
             model's output stride, from ``f * f`` shifted passes (see
             :func:`stitched_cam`); 1 is the plain CAM, otherwise an even
             divisor of the stride.
-        fit: per scale, whether it is relative to ``input_size`` (``None``: none is).
-        input_size: the model's training input side in pixels; needed when a
-            scale is in ``fit`` (``PseudoLabelConfig.for_model`` fills it in
-            from the model).
+        fit: per scale, whether it is relative to ``view_side`` (``None``: none is).
+        view_side: the side in pixels of a whole image as the model saw it in
+            training: its input size over the square root of its training
+            crops' mean area; needed when a scale is in ``fit``
+            (``PseudoLabelConfig.for_model`` derives it from the model).
     """
 
     scales: Tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
@@ -132,7 +132,7 @@ class EvidenceConfig:
     weights: Optional[Tuple[float, ...]] = None
     stitch: Optional[Tuple[int, ...]] = None
     fit: Optional[Tuple[bool, ...]] = None
-    input_size: Optional[int] = None
+    view_side: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not self.scales or any(not s > 0 for s in self.scales):
@@ -146,8 +146,8 @@ class EvidenceConfig:
         if self.stitch is not None and any(f < 1 or (f > 1 and f % 2) for f in self.stitch):
             raise FieldError("EvidenceConfig.stitch", [self.stitch],
                              "expected 1 (plain) or an even factor per scale")
-        if self.input_size is not None and self.input_size < 1:
-            raise FieldError("EvidenceConfig.input_size", [self.input_size], "expected a side in pixels >= 1")
+        if self.view_side is not None and not self.view_side >= 1:
+            raise FieldError("EvidenceConfig.view_side", [self.view_side], "expected a side in pixels >= 1")
 
     @property
     def fitted(self) -> bool:
@@ -158,14 +158,14 @@ class EvidenceConfig:
         """The scales of an image of ``height x width`` pixels, the ``fit`` ones resolved.
 
         Raises:
-            FieldError: a scale is in ``fit`` but ``input_size`` is not set.
+            FieldError: a scale is in ``fit`` but ``view_side`` is not set.
         """
         if not self.fitted:
             return tuple(self.scales)
-        if self.input_size is None:
-            raise FieldError("EvidenceConfig.input_size", [None], "scales relative to the model's input size "
-                             "need it (PseudoLabelConfig.for_model(model) sets it)")
-        unit = self.input_size / (height * width) ** 0.5
+        if self.view_side is None:
+            raise FieldError("EvidenceConfig.view_side", [None], "scales relative to the model's training "
+                             "view need it (PseudoLabelConfig.for_model(model) sets it)")
+        unit = self.view_side / (height * width) ** 0.5
         return tuple(s * unit if f else s for s, f in zip(self.scales, self.fit))
 
 

@@ -116,9 +116,8 @@ class PseudoLabelConfig:
 
         ``slots.blocks`` ``None``: :meth:`SlotRefineParams.derived_blocks` of the
         model's GLMix blocks; ``classifier.blocks`` ``None``: all of them;
-        ``evidence.input_size`` (when a scale is relative to it): the model's
-        training input side (``pretrained_cfg["input_size"]``, which a
-        checkpoint trained by ``glmix-wsss train`` sets to its ``--input-size``).
+        ``evidence.view_side`` (when a scale is relative to it):
+        :func:`training_view_side` of the model.
         """
         n = len(glmix_blocks(model))
         config = self
@@ -126,8 +125,8 @@ class PseudoLabelConfig:
             config = replace(config, slots=replace(config.slots, blocks=SlotRefineParams.derived_blocks(n)))
         if config.classifier is not None and config.classifier.blocks is None:
             config = replace(config, classifier=replace(config.classifier, blocks=tuple(range(1, n + 1))))
-        if config.evidence.fitted and config.evidence.input_size is None:
-            config = replace(config, evidence=replace(config.evidence, input_size=model_input_side(model)))
+        if config.evidence.fitted and config.evidence.view_side is None:
+            config = replace(config, evidence=replace(config.evidence, view_side=training_view_side(model)))
         for blocks, name in ((config.slots and config.slots.blocks, "SlotRefineParams.blocks"),
                              (config.classifier and config.classifier.blocks, "SlotClassifierParams.blocks")):
             if blocks and max(blocks) > n:
@@ -144,6 +143,22 @@ class PseudoLabelConfig:
         if any(b is None for b in wanted):
             raise ValueError("the slot blocks are derived from the model: use config.for_model(model)")
         return tuple(sorted({b for blocks in wanted for b in blocks}))
+
+
+def training_view_side(model: torch.nn.Module) -> float:
+    """The side in pixels of a whole image as ``model`` saw it in training.
+
+    Its training input side (``pretrained_cfg["input_size"]``, which a
+    checkpoint of ``glmix-wsss train`` sets to its ``--input-size``) over the
+    square root of its training crops' mean area: ``(1 + min_scale) / 2`` of the
+    image for ``glmix-wsss train``'s random resized crops (the checkpoint's
+    ``config``, carried as ``pretrained_cfg["train_config"]``), 1 when not
+    known. ``glnet_demo``: 192 / sqrt(0.9) = 202.4 px.
+    """
+    train = (getattr(model, "pretrained_cfg", None) or {}).get("train_config") or {}
+    min_scale = train.get("min_scale")
+    area = (1 + min_scale) / 2 if isinstance(min_scale, (int, float)) and 0 < min_scale <= 1 else 1.0
+    return model_input_side(model) / area ** 0.5
 
 
 @dataclass(frozen=True)

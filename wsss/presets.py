@@ -201,7 +201,7 @@ def resolve_settings(model: nn.Module, overrides: Mapping[str, Any] = {}, *, use
 _DERIVED = {
     "slots.blocks": "derived: the GLMix blocks at 0.2, 0.5 and 1 of the model's depth",
     "classifier.blocks": "derived: every GLMix block of the model",
-    "evidence.input_size": "derived: the model's training input size (pretrained_cfg)",
+    "evidence.view_side": "derived: training input size / sqrt(mean training crop area)",
 }
 
 

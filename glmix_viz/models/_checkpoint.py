@@ -255,14 +255,18 @@ def _carry_settings(model: nn.Module, checkpoint: Mapping) -> None:
     """Record what the checkpoint says about its weights in ``model.pretrained_cfg`` (a new dict).
 
     A checkpoint written by ``glmix-wsss train`` gives its training input size
-    (``config["input_size"]``), which then becomes the cfg's ``input_size``;
+    (``config["input_size"]``), which then becomes the cfg's ``input_size``,
+    and its training settings (``config``'s plain values, as ``train_config``);
     :data:`CARRIED_KEYS` are copied as they are.
     """
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     config = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
-    size = config.get("input_size") if isinstance(config, Mapping) else None
-    if isinstance(size, int) and size > 0:
-        cfg["input_size"] = (3, size, size)
+    if isinstance(config, Mapping):
+        cfg["train_config"] = {str(k): v for k, v in config.items()
+                               if isinstance(v, (bool, int, float, str, type(None)))}
+        size = config.get("input_size")
+        if isinstance(size, int) and size > 0:
+            cfg["input_size"] = (3, size, size)
     for key in CARRIED_KEYS:
         if isinstance(checkpoint, Mapping) and key in checkpoint:
             cfg[key] = checkpoint[key]
