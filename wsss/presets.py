@@ -158,22 +158,20 @@ class Resolved:
 
 
 def resolve_settings(model: nn.Module, overrides: Mapping[str, Any] = {}, *, use_preset: bool = True,
-                     base: Optional[PseudoLabelConfig] = None,
                      override_sources: Mapping[str, str] = {}) -> Resolved:
-    """Default (or ``base``) -> the model's preset -> ``overrides`` -> settings derived from the model.
-
-    Raises:
-        ValueError: the preset or an override is not valid (names the setting).
+    """Defaults -> the model's preset -> ``overrides`` -> settings derived from the model.
 
     Args:
         model: the GLNet the pseudo-labels come from.
         overrides: flat keys (see :func:`flatten`) and values; a stage's key
             turns it on (its kind's name) or off (``None``).
         use_preset: apply the preset the model's checkpoint carries.
-        base: the settings below the preset (default: ``PseudoLabelConfig()``).
         override_sources: how each override is shown (default ``"override"``).
+
+    Raises:
+        ValueError: the preset or an override is not valid (names the setting).
     """
-    flat = flatten(base or PseudoLabelConfig())
+    flat = flatten(PseudoLabelConfig())
     sources = {key: "default" for key in flat}
     preset = model_preset(model) if use_preset else None
     name = None
