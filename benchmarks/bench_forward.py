@@ -24,7 +24,7 @@ import torch
 
 import glmix_viz  # noqa: F401
 from glmix_viz.capture import SlotCapture
-from glmix_viz.models import _fused
+from glmix_viz.models import fuse_for_inference
 
 
 def load_official(repo: Path, name: str) -> torch.nn.Module:
@@ -73,14 +73,14 @@ def main() -> None:
         variants["release"] = lambda x: official(x)
     variants["ours"] = lambda x: ours(x)
 
-    def ours_unfused(x):
-        _fused.set_fused_inference(False)
+    def ours_unfused(x):  # the same model and weights, its fused path off for this call
+        fuse_for_inference(ours, False)
         try:
             return ours(x)
         finally:
-            _fused.set_fused_inference(True)
+            fuse_for_inference(ours, True)
 
-    if _fused.fused_inference_enabled() and device.type == "cpu":
+    if ours.fused_inference.enabled and device.type == "cpu":
         variants["ours, no fusion"] = ours_unfused
 
     def ours_capture(x):

@@ -18,6 +18,18 @@ REFERENCE = DATA / "reference"
 FIXTURES = ("tiny_stl", "tiny_stl_paramslot", "tiny_4g", "tiny_4g_tklb")
 
 
+_CONFIG: list = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _CONFIG[:] = [config]
+
+
+def active_pytest_config() -> pytest.Config:
+    """This run's pytest config (tests/test_timm_suite.py registers timm's markers on it)."""
+    return _CONFIG[0]
+
+
 @pytest.fixture(scope="session")
 def official() -> dict:
     """Facts about the official release: keys, shapes, params, GLMix block names per model."""

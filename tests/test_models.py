@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from glmix_viz.capture import SlotCapture, glmix_blocks
-from glmix_viz.models import OFFICIAL_MODELS, GLNet, GLNetTokenLabel
+from glmix_viz.models import OFFICIAL_MODELS, GLNet, GLNetTokenLabel, fuse_for_inference
 
 from .conftest import FIXTURES, load_fixture
 
@@ -145,18 +145,23 @@ def test_use_checkpoint_stages_is_honoured():
     model = timm.create_model("test_glnet", use_checkpoint_stages=(0, 2))
     assert [s.grad_checkpointing for s in model.stages] == [True, False, True, False]
 
+_NEEDS_ONEDNN = pytest.mark.skipif(
+    not importlib.import_module("glmix_viz.models._fused").AVAILABLE,
+    reason="this PyTorch has no oneDNN fused ops: there is no fused path",
+)
 
 
 def _plain(model, x):
-    from glmix_viz.models import _fused
-
-    _fused.set_fused_inference(False)
+    """``model(x)`` on the plain PyTorch path (fusion off for this call only)."""
+    switch = model.fused_inference
+    fuse_for_inference(model, False)
     try:
         return model(x)
     finally:
-        _fused.set_fused_inference(True)
+        fuse_for_inference(model, switch.enabled)
 
 
+@_NEEDS_ONEDNN
 @pytest.mark.parametrize("name", ["tiny_4g", "tiny_stl_paramslot"])
 def test_fused_cpu_inference_equals_plain_path(name, monkeypatch):
     from glmix_viz.models import _fused
@@ -168,12 +173,13 @@ def test_fused_cpu_inference_equals_plain_path(name, monkeypatch):
     with torch.no_grad():
         fused = model(fx["input"])
         assert calls, "the fused path did not run"
-        assert _fused.fused_inference_enabled()  # no kernel refused and disabled it
+        assert model.fused_inference.enabled  # no kernel refused and turned it off
         plain = _plain(model, fx["input"])
     assert (fused - plain).abs().max() < 1e-5
     assert (fused - fx["logits"]).abs().max() < TOL
 
 
+@_NEEDS_ONEDNN
 def test_packed_weights_follow_input_shapes_and_weight_changes():
     from glmix_viz.models import _fused
 
@@ -195,6 +201,7 @@ def test_packed_weights_follow_input_shapes_and_weight_changes():
     assert (after - before).abs().max() > 1e-3  # the stale packs were not used
 
 
+@_NEEDS_ONEDNN
 def test_packed_weights_are_freed_with_the_model():
     import gc
 
@@ -210,6 +217,7 @@ def test_packed_weights_are_freed_with_the_model():
     assert not _fused._packed_cache
 
 
+@_NEEDS_ONEDNN
 def test_fused_sequential_folds_batchnorm_and_gelu():
     from glmix_viz.models import _fused
 
@@ -228,7 +236,7 @@ def test_fused_sequential_folds_batchnorm_and_gelu():
         expected = seq(x)
         _fused._conv = lambda *a, **k: calls.append(a[5] if len(a) > 5 else k.get("unary")) or conv(*a, **k)
         try:
-            got = _fused.sequential(seq, x)
+            got = _fused.sequential(seq, x, _fused.FusedInference(True))
         finally:
             _fused._conv = conv
     assert calls == ["gelu", "none", "none"]  # three folded convolutions, the first with its GELU
@@ -265,6 +273,7 @@ def test_model_made_under_inference_mode_runs_fused_unpacked():
         assert (out - _plain(model, x)).abs().max() < 1e-5
 
 
+@_NEEDS_ONEDNN
 @pytest.mark.parametrize("mlp_dw", [False, True])
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 40])  # one image per group / the whole batch at once
 def test_fused_mlp_in_image_groups_equals_plain_mlp(mlp_dw, chunk_bytes, monkeypatch):
@@ -280,9 +289,10 @@ def test_fused_mlp_in_image_groups_equals_plain_mlp(mlp_dw, chunk_bytes, monkeyp
     with torch.no_grad():
         expected = x + gamma * mlp(y)
         x0, y0 = x.clone(), y.clone()
-        copy = _fused.conv_mlp_residual(x, y, mlp, gamma)
+        switch = _fused.FusedInference(True)
+        copy = _fused.conv_mlp_residual(x, y, mlp, gamma, switch)
         assert torch.equal(x, x0) and torch.equal(y, y0)  # inputs untouched without inplace
-        same = _fused.conv_mlp_residual(x, y, mlp, gamma, inplace=True)
+        same = _fused.conv_mlp_residual(x, y, mlp, gamma, switch, inplace=True)
     assert same is x and torch.equal(y, y0)
     assert (copy - expected).abs().max() < 1e-5
     assert torch.equal(same, copy)
@@ -318,12 +328,6 @@ def test_global_forward_hook_turns_fusion_off():
     assert len(seen) == n_convs  # every convolution ran as a module: none was bypassed by a fused kernel
 
 
-_NEEDS_ONEDNN = pytest.mark.skipif(
-    not importlib.import_module("glmix_viz.models._fused")._HAS_OPS,
-    reason="this PyTorch has no oneDNN fused ops: there is no fused path to fall back from",
-)
-
-
 class _Refusing:
     """Stands in for ``torch.ops.mkldnn``: every fused op raises ``error``."""
 
@@ -338,9 +342,10 @@ class _Refusing:
 
 
 @_NEEDS_ONEDNN
-def test_unsupported_fused_op_falls_back_once_with_one_record_per_block(monkeypatch):
-    """An op that refuses its input: fusion turns off, the plain path runs, and each block's slots are
-    tapped once (the fallback used to fire the tap twice), with the plain path's numbers."""
+def test_unsupported_fused_op_falls_back_once_with_one_record_per_block(monkeypatch, caplog):
+    """An op that refuses its input: fusion turns off for that model (one warning), the plain path runs,
+    and each block's slots are tapped once (the fallback used to fire the tap twice), with the plain path's
+    numbers."""
     from glmix_viz.capture import SlotCapture
     from glmix_viz.models import _fused
 
@@ -348,20 +353,25 @@ def test_unsupported_fused_op_falls_back_once_with_one_record_per_block(monkeypa
     with torch.no_grad(), SlotCapture(model, "all") as expected:
         plain_logits = _plain(model, fx["input"])
 
-    def refusing_conv(x, conv):  # the GLMix block's own fused convolution refuses (the stem's ran fused)
+    def refusing_conv(x, conv, switch):  # the GLMix block's own fused convolution refuses (the stem's ran)
         try:
             raise RuntimeError("could not create a primitive descriptor")
         except RuntimeError as err:
-            _fused._fall_back(err)
+            switch.refused(err)
         return None
 
+    other, _ = build_from_fixture("tiny_stl")
     monkeypatch.setattr(_fused, "conv", refusing_conv)
-    try:
-        with torch.no_grad(), SlotCapture(model, "all") as cap:
+    with caplog.at_level("WARNING", _fused.__name__), torch.no_grad():
+        with SlotCapture(model, "all") as cap:
             logits = model(fx["input"])
-        assert not _fused.fused_inference_enabled()  # turned off, once, for the process
-    finally:
-        _fused.set_fused_inference(True)
+        again = model(fx["input"])  # off already: the plain path, no second warning
+    assert not model.fused_inference.enabled  # turned off for this model, all its blocks
+    assert all(m.fused_inference is model.fused_inference for m in model.modules()
+               if hasattr(m, "fused_inference"))
+    assert other.fused_inference.enabled  # and for no other model
+    assert len(caplog.records) == 1 and "turned off for this model" in caplog.records[0].getMessage()
+    torch.testing.assert_close(again, plain_logits, rtol=0, atol=0)  # all plain now
     assert [r.ordinal for r in cap.records] == [r.ordinal for r in expected.records]  # one record per block
     torch.testing.assert_close(logits, plain_logits, rtol=0, atol=1e-5)
     for got, want in zip(cap.records, expected.records):
@@ -379,4 +389,177 @@ def test_other_fused_errors_propagate_and_keep_fusion_on(monkeypatch, error):
     monkeypatch.setattr(_fused, "_ops", _Refusing(error))
     with torch.no_grad(), pytest.raises(RuntimeError, match=str(error)[:20]):
         model(fx["input"])
-    assert _fused.fused_inference_enabled()
+    assert model.fused_inference.enabled
+
+
+# ----------------------------------------------------------------------------- modules are called as modules
+
+
+def _model_for_module_checks(kind: str) -> nn.Module:
+    """Tiny models covering every block type: GLMix + token MHSA (STL), GLMix + MHSA-NCHW with position
+    convolutions, depthwise MLP and token-label head, and the same with layer scale."""
+    if kind == "layerscale":
+        torch.manual_seed(0)
+        return GLNet(**{**load_fixture("tiny_4g")["config"], "layerscale": 0.5}).eval()
+    return build_from_fixture(kind)[0]
+
+
+def _modules_with_weights(model: nn.Module) -> list:
+    return [(n, m) for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
+
+
+class _Doubled(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs):
+        return 2 * self.inner(*args, **kwargs)
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+@pytest.mark.parametrize("kind", ["tiny_stl", "tiny_4g_tklb", "layerscale"])
+def test_every_module_with_weights_is_called_once_per_forward(kind):
+    """A forward hook on any module that holds parameters fires exactly once per forward, in train and
+    eval mode, with and without autograd: no fused path reads a child's weights behind its back, and none
+    runs a module twice."""
+    model = _model_for_module_checks(kind)
+    x = torch.randn(2, 3, 64, 96)
+    modules = _modules_with_weights(model)
+    kinds = {type(m).__name__ for _, m in modules}
+    assert {"Conv2d", "Linear", "LayerNorm2d", "BatchNorm2d", "GLMixBlock", "MultiheadSelfAttention"} <= kinds
+    for train in (False, True):
+        model.train(train)
+        for grad in (False, True):
+            for name, module in modules:
+                calls = []
+                handle = module.register_forward_hook(lambda m, i, o: calls.append(1))
+                try:
+                    with torch.set_grad_enabled(grad):
+                        model(x)
+                finally:
+                    handle.remove()
+                assert len(calls) == 1, (name, train, grad, len(calls))
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("kind", ["tiny_stl", "tiny_4g_tklb", "layerscale"])
+def test_a_module_swapped_in_is_used(kind):
+    """Replacing any module that holds parameters by a wrapper doubling its output changes the model's
+    output (eval mode, with and without autograd): the wrapper is called, not bypassed by a fused kernel
+    that reads the weights of the module it expected. (In train mode a BatchNorm right after a scaled
+    convolution would normalise the factor away.)"""
+    model = _model_for_module_checks(kind)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ref = model(x)
+    kinds = set()
+    for name, module in _modules_with_weights(model):
+        kinds.add(type(module).__name__)
+        _swap(model, name, _Doubled(module))
+        try:
+            for grad in (False, True):
+                with torch.set_grad_enabled(grad):
+                    change = (model(x).detach() - ref).abs().max().item()
+                assert change > 1e-3 * ref.abs().max().item(), (name, grad, change)
+        finally:
+            _swap(model, name, module)
+    assert {"Conv2d", "Linear", "GLMixBlock", "MultiheadSelfAttention"} <= kinds
+    if kind != "tiny_stl":  # the hybrid layout: depthwise MLP convolution, layer scale
+        assert "ResDWConvNCHW" in kinds and ("LayerScale" in kinds) == (kind == "layerscale")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=0, atol=0)  # all put back
+
+
+# ----------------------------------------------------------------------------- the fused path, per model
+
+
+@_NEEDS_ONEDNN
+def test_fusion_is_switched_per_model(monkeypatch):
+    from glmix_viz import models
+    from glmix_viz.models import _fused
+
+    assert "fuse_for_inference" in models.__all__
+    a, fx = build_from_fixture("tiny_4g")
+    b, _ = build_from_fixture("tiny_4g")
+    switches = {id(m.fused_inference) for m in a.modules() if hasattr(m, "fused_inference")}
+    assert len(switches) == 1 and a.fused_inference.enabled  # one switch, on by default
+    calls = []
+    conv_add = _fused._conv_add
+    monkeypatch.setattr(_fused, "_conv_add", lambda *args: calls.append(1) or conv_add(*args))
+    assert fuse_for_inference(b, False) is b
+    with torch.no_grad():
+        plain = b(fx["input"])
+        assert not calls and a.fused_inference.enabled  # b is off, a is not
+        fused = a(fx["input"])
+        assert calls
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)
+    torch.testing.assert_close(plain, fx["logits"], rtol=0, atol=TOL)
+    monkeypatch.setenv("GLMIX_FUSED", "0")  # the default for models built from now on
+    assert not timm.create_model("test_glnet").fused_inference.enabled
+    assert a.fused_inference.enabled
+
+
+@pytest.mark.parametrize("name", ["tiny_stl", "tiny_4g_tklb"])
+def test_tracers_and_scripting_see_the_plain_path(name):
+    """FX, torch.jit.trace and TorchScript record the plain PyTorch ops, never the oneDNN kernels, and give
+    the eager (fused) numbers."""
+    model, _ = build_from_fixture(name)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        eager = model(x)
+        traced = torch.jit.trace(model, x, check_trace=False)
+        scripted = torch.jit.script(model)
+        fx_model = torch.fx.symbolic_trace(model)
+        for graph_module in (traced, scripted, fx_model):
+            assert "mkldnn" not in str(graph_module.graph)
+            torch.testing.assert_close(graph_module(x), eager, rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- timm manners
+
+
+def test_heads_without_pooling_give_logits_per_position():
+    """``global_pool=""``: the classifier at every position, ``(B, num_classes, h, w)`` (features without
+    classifier); for GLNet their spatial mean is the pooled logits (the head is linear)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 96)
+    pooled = timm.create_model("test_glnet").eval()
+    per_position = timm.create_model("test_glnet", global_pool="").eval()
+    per_position.load_state_dict(pooled.state_dict())
+    with torch.no_grad():
+        feats = pooled.forward_features(x)
+        logits = per_position(x)
+        assert logits.shape == (2, 10, 2, 3)
+        torch.testing.assert_close(logits.mean((2, 3)), pooled(x), rtol=0, atol=1e-5)
+        per_position.reset_classifier(0)
+        torch.testing.assert_close(per_position(x), feats, rtol=0, atol=0)
+    model, fx = build_from_fixture("tiny_4g_tklb")
+    with torch.no_grad():
+        feats = model.forward_features(fx["input"])
+        model.reset_classifier(0)  # no classifier: the pooled features, as GLNet
+        torch.testing.assert_close(model(fx["input"]), feats.mean((2, 3)), rtol=0, atol=0)
+        model.reset_classifier(3, "")
+        tokens = feats.permute(0, 2, 3, 1)
+        expected = (tokens @ model.head.weight.T + model.head.bias
+                    + 0.5 * (tokens @ model.tklb_aux_head.weight.T + model.tklb_aux_head.bias))
+        torch.testing.assert_close(model(fx["input"]), expected.permute(0, 3, 1, 2), rtol=1e-5, atol=1e-5)
+        model.reset_classifier(0, "")
+        assert model(fx["input"]).shape == feats.shape
+
+
+def test_device_and_dtype_at_construction():
+    with torch.device("cpu"):
+        meta = timm.create_model("glnet_4g_tklb", device="meta")
+    assert {p.device.type for p in meta.parameters()} == {"meta"}
+    assert {b.device.type for b in meta.buffers()} == {"meta"}
+    double = timm.create_model("test_glnet", dtype=torch.float64).eval()
+    assert {p.dtype for p in double.parameters()} == {torch.float64}
+    double.reset_classifier(4)
+    assert double.head.weight.dtype == torch.float64 and not double.head.training
+    with torch.no_grad():
+        assert double(torch.randn(1, 3, 64, 64, dtype=torch.float64)).dtype == torch.float64

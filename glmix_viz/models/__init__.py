@@ -18,6 +18,7 @@ from .glnet import (
     MHSABlock,
     MHSANCHWBlock,
     MultiheadSelfAttention,
+    fuse_for_inference,
 )
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "MHSANCHWBlock",
     "MultiheadSelfAttention",
     "MIXING_MODES",
+    "fuse_for_inference",
     "OFFICIAL_MODELS",
     "MODEL_CARD_URL",
     "best_matching_model",

@@ -9,14 +9,17 @@ no call reorders a weight: the packed copies are cached per weight tensor and
 rebuilt when the weight changes (its version counter or storage), e.g. after
 an optimizer step or ``load_state_dict``. They cost about the weights' size
 in memory again; :func:`clear_packed_weights` frees them. Anywhere else
-(CUDA, training, autograd, other dtypes, a PyTorch without these ops) the
-plain PyTorch path runs. Results agree with it to float32 rounding (about 1e-6).
+(CUDA, training, autograd, other dtypes, FX or TorchScript, ``torch.compile``,
+a PyTorch without these ops) the plain PyTorch path runs. Results agree with
+it to float32 rounding (about 1e-6).
 
-``set_fused_inference(False)`` (or ``GLMIX_FUSED=0`` in the environment)
-turns the fast path off, e.g. to compare.
+Fusion is a property of each model, decided outside ``forward``: every module
+with a fused path holds a :class:`FusedInference` switch, one shared by the
+whole model, that its forward reads as ``self.fused_inference.enabled``.
+Models are built with it on where oneDNN has the ops (off when
+``GLMIX_FUSED=0`` is in the environment); :func:`fuse_for_inference` turns it
+on or off for one model. See docs/speed.md.
 """
-from __future__ import annotations
-
 import logging
 import os
 import re
@@ -28,46 +31,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    "set_fused_inference", "fused_inference_enabled", "can_fuse", "conv", "conv_add", "conv_mlp_residual",
-    "linear", "sequential", "hookless", "images_per_chunk", "clear_packed_weights", "CHUNK_BYTES",
-    "PACKS_PER_WEIGHT",
+    "FusedInference", "fuse_for_inference", "AVAILABLE", "applies", "conv", "conv_add", "conv_mlp_residual",
+    "linear", "sequential", "hookless", "plain_conv", "images_per_chunk", "clear_packed_weights",
+    "CHUNK_BYTES", "PACKS_PER_WEIGHT",
 ]
 
 _logger = logging.getLogger(__name__)
 
 _ops = getattr(torch.ops, "mkldnn", None)
-_HAS_OPS = (
+AVAILABLE = (
     torch.backends.mkldnn.is_available()
     and _ops is not None
     and hasattr(_ops, "_convolution_pointwise")
     and hasattr(_ops, "_convolution_pointwise_")
     and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")
 )
-_enabled = _HAS_OPS and os.environ.get("GLMIX_FUSED", "1") != "0"
+"""Whether this PyTorch has the oneDNN fused ops (else no model runs fused)."""
 
 _P0, _S1 = [0, 0], [1, 1]
-
-
-def set_fused_inference(enabled: bool) -> None:
-    """Turn the fused CPU inference path on or off (it is on where supported)."""
-    global _enabled
-    _enabled = bool(enabled) and _HAS_OPS
-
-
-def fused_inference_enabled() -> bool:
-    return _enabled
-
-
-def can_fuse(x: torch.Tensor) -> bool:
-    """Whether the fused path applies: CPU float32, no autograd, fusion enabled."""
-    return (
-        _enabled
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not torch.is_grad_enabled()
-        and not torch.jit.is_scripting()
-    )
-
 
 _OOM = getattr(torch, "OutOfMemoryError", ())
 # What oneDNN or the dispatcher says when an op is missing or refuses an input (layout, dtype, build).
@@ -78,18 +59,74 @@ _UNSUPPORTED = re.compile(
 )
 
 
-def _fall_back(err: RuntimeError) -> None:
-    """Turn fusion off after an "unsupported" error, so the plain path runs; re-raise anything else.
+class FusedInference:
+    """A model's switch for the fused CPU inference path, shared by all its modules that have one.
 
-    Out of memory or any other failure is not the fused path's to hide: it
-    propagates, and fusion stays on. Call only from an ``except`` block.
+    The forwards read ``enabled``; set it with :func:`fuse_for_inference`.
+    A fused kernel that refuses its input ("unsupported") turns the switch
+    off, for this model only, with one warning: the call that met it, and
+    every later one, runs the plain path.
     """
-    if isinstance(err, _OOM) or not _UNSUPPORTED.search(str(err)):
-        raise err
-    _logger.warning("fused oneDNN inference disabled, falling back to plain PyTorch: %s", err)
-    set_fused_inference(False)
-    clear_packed_weights()
 
+    __slots__ = ("enabled",)
+
+    def __init__(self, enabled: Optional[bool] = None) -> None:
+        if enabled is None:  # the default for new models
+            enabled = os.environ.get("GLMIX_FUSED", "1") != "0"
+        self.enabled = bool(enabled) and AVAILABLE
+
+    def refused(self, err: RuntimeError) -> None:
+        """Turn fusion off after an "unsupported" error from a fused kernel; re-raise anything else.
+
+        Out of memory or any other failure is not the fused path's to hide: it
+        propagates, and fusion stays on. Call only from an ``except`` block.
+        """
+        if isinstance(err, _OOM) or not _UNSUPPORTED.search(str(err)):
+            raise err
+        if self.enabled:
+            _logger.warning("fused oneDNN inference turned off for this model (plain PyTorch from now): %s",
+                            err)
+        self.enabled = False
+
+    def __repr__(self) -> str:
+        return f"FusedInference(enabled={self.enabled})"
+
+
+def fuse_for_inference(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Turn the fused CPU inference path of ``model`` on or off (it is on for new models where supported).
+
+    One switch is shared by every module of ``model`` that has a fused path
+    (attribute ``fused_inference``); other models are not affected. With
+    ``enabled=True`` fusion still needs oneDNN's ops (:data:`AVAILABLE`), and
+    runs only where it applies (see :func:`applies`).
+
+    Returns:
+        ``model``, for chaining: ``model = fuse_for_inference(timm.create_model(...).eval(), False)``.
+    """
+    switch = FusedInference(enabled)
+    for module in model.modules():
+        if isinstance(getattr(module, "fused_inference", None), FusedInference):
+            module.fused_inference = switch
+    return model
+
+
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
+
+
+def applies(x: torch.Tensor) -> bool:
+    """Whether a call on ``x`` may take the fused path: a plain CPU float32 tensor, no autograd, and no
+    tracer (FX, ``torch.jit.trace``) or compiler (``torch.compile``, ``torch.export``) watching.
+
+    Callers check their module's switch, eval mode and ``torch.jit.is_scripting()`` first.
+    """
+    return (
+        type(x) is torch.Tensor  # an FX proxy or a tensor subclass: plain path
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
+        and not _is_compiling()
+    )
 
 
 PACKS_PER_WEIGHT = 2
@@ -172,8 +209,9 @@ def _conv(x, w, b, padding, groups, unary="none", stride=_S1, scale=None, depend
     return _ops._convolution_pointwise(x, w, b, padding, stride, _S1, groups, unary, [None], "none")
 
 
-def conv(x: torch.Tensor, conv: nn.Conv2d) -> Optional[torch.Tensor]:
-    """``conv(x)`` (no dilation) on oneDNN with the packed weight; ``None`` when it cannot run.
+def conv(x: torch.Tensor, conv: nn.Conv2d, switch: FusedInference) -> Optional[torch.Tensor]:
+    """``conv(x)`` (a :func:`plain_conv`) on oneDNN with the packed weight; ``None`` when it cannot run
+    (``switch`` is then off, see :meth:`FusedInference.refused`).
 
     Shape:
         ``(B, C_in, H, W) -> (B, C_out, H', W')`` (channels_last).
@@ -182,12 +220,14 @@ def conv(x: torch.Tensor, conv: nn.Conv2d) -> Optional[torch.Tensor]:
         return _conv(x.contiguous(memory_format=torch.channels_last), conv.weight, conv.bias,
                      list(conv.padding), conv.groups, stride=list(conv.stride))
     except RuntimeError as err:
-        _fall_back(err)
+        switch.refused(err)
         return None
 
 
-def _plain_conv(conv: nn.Module) -> bool:
-    return (isinstance(conv, nn.Conv2d) and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+def plain_conv(conv: nn.Module) -> bool:
+    """Whether ``conv`` is exactly an ``nn.Conv2d`` (not a subclass or a wrapper) that oneDNN can run:
+    no dilation, zero padding given as numbers."""
+    return (type(conv) is nn.Conv2d and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str))
 
 
@@ -211,7 +251,7 @@ def hookless(*modules: nn.Module) -> bool:
     return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
-def sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+def sequential(seq: nn.Sequential, x: torch.Tensor, switch: FusedInference) -> torch.Tensor:
     """``seq(x)`` with BatchNorms folded into the convolutions next to them, run as packed oneDNN
     convolutions.
 
@@ -219,22 +259,25 @@ def sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     post-op when exact); ``BatchNorm2d, Conv2d`` too when the convolution has
     no padding and no groups (the release's "norm.proj" downsampling). The
     running statistics and affine parameters go into the convolution's weight
-    and bias, so inference only: call under :func:`can_fuse` with ``seq`` in
-    eval mode. Other modules run as they are; so does all of ``seq`` if any
-    of its modules carries a hook.
+    and bias, so inference only: call where :func:`applies`, with ``seq`` in
+    eval mode. Other modules are called as they are; so are all of ``seq``'s
+    if any of them carries a hook. A kernel that refuses its input turns
+    ``switch`` off and the rest runs plain.
 
     Shape:
         as ``seq``.
     """
     mods = list(seq)
-    if not hookless(seq, *mods):
-        return seq(x)
+    if not hookless(*mods):
+        for m in mods:
+            x = m(x)
+        return x
     i = 0
     while i < len(mods):
         a, b = mods[i], mods[i + 1] if i + 1 < len(mods) else None
         fused = None
         try:
-            if _enabled and b is not None and _plain_conv(a) and _frozen_bn(b):  # conv -> BN [-> GELU]
+            if switch.enabled and b is not None and plain_conv(a) and _frozen_bn(b):  # conv -> BN [-> GELU]
                 s, t = _bn_affine(b)
                 gelu = (i + 2 < len(mods) and type(mods[i + 2]) is nn.GELU
                         and mods[i + 2].approximate == "none")
@@ -243,7 +286,7 @@ def sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
                               list(a.padding), a.groups, "gelu" if gelu else "none", list(a.stride), s,
                               (b.weight, b.running_var))
                 step = 3 if gelu else 2
-            elif (_enabled and b is not None and _frozen_bn(a) and _plain_conv(b) and b.groups == 1
+            elif (switch.enabled and b is not None and _frozen_bn(a) and plain_conv(b) and b.groups == 1
                   and tuple(b.padding) == (0, 0)):  # BN -> conv without padding
                 s, t = _bn_affine(a)
                 bias = torch.einsum("oikl,i->o", b.weight, t) + (0 if b.bias is None else b.bias)
@@ -251,7 +294,7 @@ def sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
                               list(b.stride), s, (a.weight, a.running_var), scale_dim=1)
                 step = 2
         except RuntimeError as err:
-            _fall_back(err)
+            switch.refused(err)
         if fused is None:
             x, step = a(x), 1
         else:
@@ -274,9 +317,11 @@ def _conv_add_(other, x, w, b, padding, groups, scale=None):
 
 
 def conv_add(
-    x: torch.Tensor, other: torch.Tensor, conv: nn.Conv2d, gamma: Optional[torch.Tensor] = None
+    x: torch.Tensor, other: torch.Tensor, conv: nn.Conv2d, switch: FusedInference,
+    gamma: Optional[torch.Tensor] = None,
 ) -> Optional[torch.Tensor]:
-    """``other + gamma * conv(x)`` in one pass; ``None`` when the fused kernel cannot run.
+    """``other + gamma * conv(x)`` in one pass; ``None`` when the fused kernel cannot run (``switch`` is
+    then off).
 
     Shape:
         ``x: (B, C_in, H, W)``, ``other: (B, C_out, H, W)`` -> ``(B, C_out, H, W)``.
@@ -289,22 +334,24 @@ def conv_add(
             conv.weight, b, list(conv.padding), conv.groups, gamma,
         )
     except RuntimeError as err:
-        _fall_back(err)
+        switch.refused(err)
         return None
 
 
 def conv_mlp_residual(
-    x: torch.Tensor, y: torch.Tensor, mlp: nn.Sequential, gamma: Optional[torch.Tensor], inplace: bool = False
+    x: torch.Tensor, y: torch.Tensor, mlp: nn.Sequential, gamma: Optional[torch.Tensor],
+    switch: FusedInference, inplace: bool = False,
 ) -> Optional[torch.Tensor]:
     """``x + gamma * mlp(y)`` for the blocks' convolutional MLP, fused.
 
-    ``mlp`` is ``Sequential(conv1x1, ResDWConv or Identity, GELU, conv1x1)``.
+    ``mlp`` is ``Sequential(conv1x1, ResDWConv or Identity, GELU, conv1x1)``
+    (the caller checks the types and that none carries a hook).
     The batch runs in groups of images whose hidden map stays below
     :data:`CHUNK_BYTES` (see :func:`images_per_chunk`), the second
     convolution adding into the output in place. With ``inplace`` the result
     is written into ``x`` when it is channels_last (the caller must own it).
     Returns ``None`` when the fused kernels cannot run before anything was
-    written (the caller then uses the plain path).
+    written (``switch`` is then off; the caller uses the plain path).
 
     Shape:
         ``x, y: (B, C, H, W) -> (B, C, H, W)`` (channels_last).
@@ -330,7 +377,7 @@ def conv_mlp_residual(
     except RuntimeError as err:  # an op missing or refusing this input: the plain path runs instead
         if written and out is x:  # x is partly overwritten: no clean fallback
             raise
-        _fall_back(err)
+        switch.refused(err)
         return None
 
 
@@ -350,24 +397,25 @@ def images_per_chunk(y: torch.Tensor, hidden: int) -> int:
 
 
 def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], gelu: bool = False
-) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``, optionally followed by GELU, on oneDNN when :func:`can_fuse`.
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], switch: FusedInference,
+    gelu: bool = False,
+) -> Optional[torch.Tensor]:
+    """``F.linear(x, weight, bias)``, optionally followed by GELU, on oneDNN; ``None`` when it cannot run
+    (``switch`` is then off).
 
     The rows run as the pixels of a ``(1, C_in, M, 1)`` channels-last image
     through a 1x1 convolution with the packed weight (oneDNN's inner product
     takes no pre-packed float32 weight; this is 5-10% faster at these sizes).
+    Call where :func:`applies`.
 
     Shape:
         ``(..., C_in) -> (..., C_out)``.
     """
-    if can_fuse(x):
-        try:
-            rows = x.reshape(-1, x.shape[-1]).contiguous()
-            image = rows.view(1, rows.shape[0], 1, rows.shape[1]).permute(0, 3, 1, 2)  # channels_last view
-            out = _conv(image, weight, bias, _P0, 1, "gelu" if gelu else "none")
-            return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
-        except RuntimeError as err:
-            _fall_back(err)
-    out = F.linear(x, weight, bias)
-    return F.gelu(out) if gelu else out
+    try:
+        rows = x.reshape(-1, x.shape[-1]).contiguous()
+        image = rows.view(1, rows.shape[0], 1, rows.shape[1]).permute(0, 3, 1, 2)  # channels_last view
+        out = _conv(image, weight, bias, _P0, 1, "gelu" if gelu else "none")
+        return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
+    except RuntimeError as err:
+        switch.refused(err)
+        return None

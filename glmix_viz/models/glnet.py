@@ -16,13 +16,17 @@ differs from the release where the release is slow or broken:
 * every GLMix block calls ``slot_tap`` on its slot logits in train and eval
   mode (the capture contract, see :class:`GLMixBlock`);
 * ``reset_classifier`` works, unknown keyword arguments are errors, gradient
-  checkpointing uses ``torch.utils.checkpoint``.
+  checkpointing uses ``torch.utils.checkpoint``;
+* on CPU inference, oneDNN's fused kernels run the MLPs, linear layers and
+  local convolutions (same numbers; per model, see :func:`fuse_for_inference`).
+  Every module that holds weights is called as a module whenever it is not
+  exactly the plain PyTorch layer the fused kernel stands for or carries a
+  hook; FX, TorchScript, ``torch.jit.trace`` and ``torch.compile`` see the
+  plain path.
 """
-from __future__ import annotations
-
 import math
 from functools import partial
-from typing import Callable, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -34,6 +38,7 @@ from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from . import _fused
+from ._fused import FusedInference, fuse_for_inference
 
 __all__ = [
     "GLNet",
@@ -43,14 +48,20 @@ __all__ = [
     "MHSANCHWBlock",
     "MultiheadSelfAttention",
     "MIXING_MODES",
+    "fuse_for_inference",
 ]
 
 MIXING_MODES = ("glmix", "mha", "mha_nchw", "glmix.mha_nchw")
 
-NormLayer = Union[str, Callable[[int], nn.Module]]
+NormLayer = Union[str, Callable[..., nn.Module]]
 
 
-def _resolve_norm(norm_layer: NormLayer) -> Callable[[int], nn.Module]:
+def _dd(device: Any = None, dtype: Optional[torch.dtype] = None) -> Dict[str, Any]:
+    """``device``/``dtype`` keywords for the layers' constructors, only those given (timm's ``dd``)."""
+    return {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+
+
+def _resolve_norm(norm_layer: NormLayer) -> Callable[..., nn.Module]:
     """Accept a norm class/callable or the names used in the release's configs."""
     if callable(norm_layer):
         return norm_layer
@@ -68,6 +79,12 @@ def _resolve_norm(norm_layer: NormLayer) -> Callable[[int], nn.Module]:
     return names[norm_layer]
 
 
+def _fuses(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``module`` takes its fused path for ``x``: its model's switch is on, it is in eval mode and
+    the call allows it (:func:`_fused.applies`). Callers test ``torch.jit.is_scripting()`` first."""
+    return module.fused_inference.enabled and not module.training and _fused.applies(x)
+
+
 # ----------------------------------------------------------------------------- layers
 
 
@@ -77,32 +94,53 @@ class MultiheadSelfAttention(nn.Module):
     Keeps the state-dict keys ``in_proj_weight``, ``in_proj_bias``,
     ``out_proj.{weight,bias}`` of the release, but runs
     ``F.scaled_dot_product_attention`` directly (no per-call checks, fused
-    kernels on CPU and CUDA).
+    kernels on CPU and CUDA). ``out_proj`` is called as a module unless it is
+    a plain, hook-free ``nn.Linear`` on the fused CPU path.
 
     Shape:
         ``(B, N, C) -> (B, N, C)``.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, embed_dim: int, num_heads: int, dropout: float = 0.0, device: Any = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
         super().__init__()
+        dd = _dd(device, dtype)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.dropout = dropout
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **dd))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim, **dd))
+        self.out_proj = nn.Linear(embed_dim, embed_dim, **dd)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
+        self.fused_inference = FusedInference()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
-        qkv = _fused.linear(x, self.in_proj_weight, self.in_proj_bias)
+        if not torch.jit.is_scripting():  # (nested: TorchScript compiles neither the test nor the branch)
+            if _fuses(self, x):
+                qkv = _fused.linear(x, self.in_proj_weight, self.in_proj_bias, self.fused_inference)
+                if qkv is not None:
+                    return self._out_proj_fused(self._attend(qkv, B, N, C))
+        return self.out_proj(self._attend(F.linear(x, self.in_proj_weight, self.in_proj_bias), B, N, C))
+
+    def _attend(self, qkv: torch.Tensor, B: int, N: int, C: int) -> torch.Tensor:
+        """``(B, N, 3C)`` projections -> ``(B, N, C)`` attention output (before ``out_proj``)."""
         q, k, v = qkv.view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        x = x.transpose(1, 2).reshape(B, N, C)
-        return _fused.linear(x, self.out_proj.weight, self.out_proj.bias)
+        return x.transpose(1, 2).reshape(B, N, C)
+
+    def _out_proj_fused(self, x: torch.Tensor) -> torch.Tensor:
+        proj = self.out_proj
+        if self.fused_inference.enabled and type(proj) is nn.Linear and _fused.hookless(proj):
+            out = _fused.linear(x, proj.weight, proj.bias, self.fused_inference)
+            if out is not None:
+                return out
+        return proj(x)
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
@@ -111,57 +149,102 @@ class MultiheadSelfAttention(nn.Module):
 class ResDWConvNCHW(nn.Conv2d):
     """Depthwise convolution with a residual connection: ``x + dwconv(x)``."""
 
-    def __init__(self, dim: int, ks: int = 3) -> None:
-        super().__init__(dim, dim, ks, 1, padding=ks // 2, bias=True, groups=dim)
+    def __init__(
+        self, dim: int, ks: int = 3, device: Any = None, dtype: Optional[torch.dtype] = None
+    ) -> None:
+        super().__init__(dim, dim, ks, 1, padding=ks // 2, bias=True, groups=dim, **_dd(device, dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + super().forward(x)
+        return x + self._conv_forward(x, self.weight, self.bias)
 
 
 class LayerScale(nn.Module):
     """Per-channel scale ``gamma * x``; ``gamma`` is ``(C,)`` for NLC or ``(1, C, 1, 1)`` for NCHW."""
 
-    def __init__(self, chans: int, init_value: float = 1e-4, in_format: str = "nlc") -> None:
+    def __init__(
+        self, chans: int, init_value: float = 1e-4, in_format: str = "nlc", device: Any = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
         super().__init__()
         shape = (chans,) if in_format == "nlc" else (1, chans, 1, 1)
-        self.gamma = nn.Parameter(torch.full(shape, float(init_value)))
+        self.gamma = nn.Parameter(torch.full(shape, float(init_value), **_dd(device, dtype)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gamma * x
 
 
-def _layer_scale(chans: int, value: float, in_format: str) -> nn.Module:
-    return LayerScale(chans, value, in_format) if value > 0 else nn.Identity()
+def _layer_scale(chans: int, value: float, in_format: str, **dd) -> nn.Module:
+    return LayerScale(chans, value, in_format, **dd) if value > 0 else nn.Identity()
 
 
-def _conv_mlp(dim: int, mlp_ratio: float, mlp_dw: bool) -> nn.Sequential:
+def _conv_mlp(dim: int, mlp_ratio: float, mlp_dw: bool, **dd) -> nn.Sequential:
     hidden = int(mlp_ratio * dim)
     return nn.Sequential(
-        nn.Conv2d(dim, hidden, kernel_size=1),
-        ResDWConvNCHW(hidden, ks=3) if mlp_dw else nn.Identity(),
+        nn.Conv2d(dim, hidden, kernel_size=1, **dd),
+        ResDWConvNCHW(hidden, ks=3, **dd) if mlp_dw else nn.Identity(),
         nn.GELU(),
-        nn.Conv2d(hidden, dim, kernel_size=1),
+        nn.Conv2d(hidden, dim, kernel_size=1, **dd),
     )
 
 
-def _pos_conv(dim: int, cpe_ks: int) -> Optional[nn.Conv2d]:
-    return nn.Conv2d(dim, dim, kernel_size=cpe_ks, padding=cpe_ks // 2, groups=dim) if cpe_ks > 0 else None
+def _pos_conv(dim: int, cpe_ks: int, **dd) -> Optional[nn.Conv2d]:
+    if cpe_ks <= 0:
+        return None
+    return nn.Conv2d(dim, dim, kernel_size=cpe_ks, padding=cpe_ks // 2, groups=dim, **dd)
 
 
-def _conv_mlp_residual(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x + drop_path(ls2(mlp(norm2(x))))``, fused on CPU inference (see ``_fused``)."""
-    if not block.training and _fused.can_fuse(x) and _fused.hookless(block.mlp, *block.mlp, block.ls2):
-        gamma = block.ls2.gamma if isinstance(block.ls2, LayerScale) else None
-        out = _fused.conv_mlp_residual(x, block.norm2(x), block.mlp, gamma, inplace=True)
-        if out is not None:
-            return out
-    return x + block.drop_path(block.ls2(block.mlp(block.norm2(x))))
+def _pointwise(conv: nn.Module) -> bool:
+    return (_fused.plain_conv(conv) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.groups == 1 and tuple(conv.padding) == (0, 0))
+
+
+def _plain_scale(ls: nn.Module) -> bool:
+    return type(ls) is LayerScale or type(ls) is nn.Identity
+
+
+def _fusable_conv_mlp(mlp: nn.Module, ls: nn.Module) -> bool:
+    """Whether ``ls(mlp(.))`` is exactly what ``_fused.conv_mlp_residual`` computes: the plain layers of
+    :func:`_conv_mlp`, none of them with a hook."""
+    if type(mlp) is not nn.Sequential or len(mlp) != 4:
+        return False
+    fc1, dw, act, fc2 = mlp
+    dw_ok = type(dw) is nn.Identity or (
+        type(dw) is ResDWConvNCHW and dw.dilation == (1, 1) and dw.padding_mode == "zeros"
+        and dw.stride == (1, 1) and not isinstance(dw.padding, str))
+    return (_pointwise(fc1) and dw_ok and type(act) is nn.GELU and act.approximate == "none"
+            and _pointwise(fc2) and _plain_scale(ls) and _fused.hookless(mlp, fc1, dw, act, fc2, ls))
+
+
+def _fusable_linear_mlp(mlp: nn.Module) -> bool:
+    """Whether ``mlp`` is exactly ``Sequential(Linear, GELU, Linear)`` with no hook."""
+    return (type(mlp) is nn.Sequential and len(mlp) == 3 and type(mlp[0]) is nn.Linear
+            and type(mlp[1]) is nn.GELU and mlp[1].approximate == "none" and type(mlp[2]) is nn.Linear
+            and _fused.hookless(mlp, *mlp))
+
+
+class _ConvMlpResidual(nn.Module):
+    """Base of the blocks that end with ``x + drop_path(ls2(mlp(norm2(x))))`` (a convolutional MLP)."""
+
+    def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + drop_path(ls2(mlp(norm2(x))))``, fused on CPU inference (see ``_fused``).
+
+        Shape:
+            ``(B, C, H, W) -> (B, C, H, W)``.
+        """
+        y = self.norm2(x)
+        if not torch.jit.is_scripting():
+            if _fuses(self, x) and _fusable_conv_mlp(self.mlp, self.ls2):
+                gamma = self.ls2.gamma if isinstance(self.ls2, LayerScale) else None
+                out = _fused.conv_mlp_residual(x, y, self.mlp, gamma, self.fused_inference, inplace=True)
+                if out is not None:
+                    return out
+        return x + self.drop_path(self.ls2(self.mlp(y)))
 
 
 # ----------------------------------------------------------------------------- blocks
 
 
-class GLMixBlock(nn.Module):
+class GLMixBlock(_ConvMlpResidual):
     """GLMix block: local depthwise convolution + attention among soft-clustered slots.
 
     Each of the K slots starts from an initial embedding (adaptive average
@@ -196,8 +279,11 @@ class GLMixBlock(nn.Module):
         mlp_dw: bool = False,
         layerscale: float = -1.0,
         use_slot_attention: bool = True,
+        device: Any = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
+        dd = _dd(device, dtype)
         norm_layer = _resolve_norm(norm_layer)
         if scale_mode not in ("learnable", "const"):
             raise ValueError(f"scale_mode={scale_mode!r}; expected 'learnable' or 'const'")
@@ -208,50 +294,53 @@ class GLMixBlock(nn.Module):
         self.scale_mode = scale_mode
         self.slot_init = slot_init
         self.use_slot_attention = use_slot_attention
-        scale = torch.tensor(slot_scale or embed_dim**-0.5)
+        scale = torch.tensor(slot_scale or embed_dim**-0.5, **dd)
         if scale_mode == "learnable":
             self.slot_scale = nn.Parameter(scale)
         else:
             self.register_buffer("slot_scale", scale)
 
-        pos_conv = _pos_conv(embed_dim, cpe_ks)
+        pos_conv = _pos_conv(embed_dim, cpe_ks, **dd)
         if pos_conv is not None:
             self.pos_conv = pos_conv
         self.with_conv_pos_emb = pos_conv is not None
 
         if slot_init == "param":
-            self.init_slots = nn.Parameter(torch.empty(1, num_slots, embed_dim))
+            self.init_slots = nn.Parameter(torch.empty(1, num_slots, embed_dim, **dd))
             nn.init.normal_(self.init_slots, std=0.02)
         else:
             self.pool_size = math.isqrt(num_slots)
             if self.pool_size**2 != num_slots:
                 raise ValueError(f"slot_init='ada_avgpool' needs a square num_slots, got {num_slots}")
 
-        self.norm1 = norm_layer(embed_dim)
+        self.norm1 = norm_layer(embed_dim, **dd)
         self.relation_mha = (
-            MultiheadSelfAttention(embed_dim, num_heads) if use_slot_attention else nn.Identity()
+            MultiheadSelfAttention(embed_dim, num_heads, **dd) if use_slot_attention else nn.Identity()
         )
         self.feature_conv = (
             nn.Sequential(
-                nn.Conv2d(embed_dim, embed_dim, 1),
-                nn.Conv2d(embed_dim, embed_dim, local_dw_ks, padding=local_dw_ks // 2, groups=embed_dim),
-                nn.Conv2d(embed_dim, embed_dim, 1),
+                nn.Conv2d(embed_dim, embed_dim, 1, **dd),
+                nn.Conv2d(embed_dim, embed_dim, local_dw_ks, padding=local_dw_ks // 2, groups=embed_dim,
+                          **dd),
+                nn.Conv2d(embed_dim, embed_dim, 1, **dd),
             )
             if local_dw_ks > 0
             else nn.Identity()
         )
-        self.norm2 = norm_layer(embed_dim)
-        self.mlp = _conv_mlp(embed_dim, mlp_ratio, mlp_dw)
+        self.norm2 = norm_layer(embed_dim, **dd)
+        self.mlp = _conv_mlp(embed_dim, mlp_ratio, mlp_dw, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.ls1 = _layer_scale(embed_dim, layerscale, "nchw")
-        self.ls2 = _layer_scale(embed_dim, layerscale, "nchw")
+        self.ls1 = _layer_scale(embed_dim, layerscale, "nchw", **dd)
+        self.ls2 = _layer_scale(embed_dim, layerscale, "nchw", **dd)
         self.slot_tap = nn.Identity()
+        self.fused_inference = FusedInference()
 
     def initial_slots(self, x: torch.Tensor) -> torch.Tensor:
         """Initial slot embeddings ``(B or 1, K, C)`` for an input ``(B, C, H, W)``."""
-        if self.slot_init == "param":
+        if hasattr(self, "init_slots"):  # slot_init == "param" (hasattr: TorchScript compiles one branch)
             return self.init_slots
-        return F.adaptive_avg_pool2d(x, self.pool_size).flatten(2).transpose(1, 2)
+        else:
+            return F.adaptive_avg_pool2d(x, self.pool_size).flatten(2).transpose(1, 2)
 
     def group(self, x: torch.Tensor, init_slots: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Soft clustering of pixels into slots, and attention among the slots.
@@ -289,15 +378,24 @@ class GLMixBlock(nn.Module):
         out = torch.softmax(logits, dim=1).transpose(1, 2) @ slots  # dispatch: (B, N, C)
         return out.view(B, H, W, C).permute(0, 3, 1, 2) + self.feature_conv(x)
 
-    def _mix_residual_fused(self, shortcut: torch.Tensor, x: torch.Tensor, init_slots: torch.Tensor):
-        """``shortcut + ls1(mix(x))`` with the adds folded into a matmul and a convolution (CPU inference)."""
+    def _fusable_mix(self) -> bool:
+        fc = self.feature_conv
+        return (type(fc) is nn.Sequential and len(fc) == 3 and all(_fused.plain_conv(c) for c in fc)
+                and _plain_scale(self.ls1) and _fused.hookless(fc, *fc, self.ls1))
+
+    def _mix_residual_fused(
+        self, shortcut: torch.Tensor, x: torch.Tensor, init_slots: torch.Tensor
+    ) -> Optional[torch.Tensor]:
+        """``shortcut + ls1(mix(x))`` with the adds folded into a matmul and a convolution (CPU inference);
+        ``None`` if a fused kernel refused, before the slots were grouped (and tapped)."""
         B, C, H, W = x.shape
         gamma = self.ls1.gamma.reshape(-1) if isinstance(self.ls1, LayerScale) else None
         pw1, dw, pw2 = self.feature_conv
-        hidden = _fused.conv(x, pw1)
-        hidden = _fused.conv(hidden, dw) if hidden is not None else None
+        switch = self.fused_inference
+        hidden = _fused.conv(x, pw1, switch)
+        hidden = _fused.conv(hidden, dw, switch) if hidden is not None else None
         # new, channels_last
-        out = _fused.conv_add(hidden, shortcut, pw2, gamma) if hidden is not None else None
+        out = _fused.conv_add(hidden, shortcut, pw2, switch, gamma) if hidden is not None else None
         if out is None:  # the plain path runs instead: the slots are grouped (and tapped) there, once
             return None
         logits, slots = self.group(x, init_slots)  # after the convolutions, which may fall back
@@ -310,15 +408,16 @@ class GLMixBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         init_slots = self.initial_slots(x)  # the release pools before the position embedding
-        if self.with_conv_pos_emb:
+        if hasattr(self, "pos_conv"):  # with_conv_pos_emb
             x = x + self.pos_conv(x)
-        if (not self.training and isinstance(self.feature_conv, nn.Sequential) and _fused.can_fuse(x)
-                and _fused.hookless(self.feature_conv, *self.feature_conv, self.ls1)):
-            out = self._mix_residual_fused(x, self.norm1(x), init_slots)
-            x = out if out is not None else x + self.ls1(self.mix(self.norm1(x), init_slots))
-        else:
-            x = x + self.drop_path(self.ls1(self.mix(self.norm1(x), init_slots)))
-        return _conv_mlp_residual(self, x)
+        y = self.norm1(x)
+        if not torch.jit.is_scripting():
+            if _fuses(self, x) and self._fusable_mix():
+                out = self._mix_residual_fused(x, y, init_slots)
+                if out is not None:
+                    return self.mlp_residual(out)
+        x = x + self.drop_path(self.ls1(self.mix(y, init_slots)))
+        return self.mlp_residual(x)
 
     def extra_repr(self) -> str:
         return (
@@ -342,25 +441,41 @@ class MHSABlock(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         layerscale: float = -1.0,
+        device: Any = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
+        dd = _dd(device, dtype)
         hidden = int(mlp_ratio * embed_dim)
-        self.norm1 = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.mha_op = MultiheadSelfAttention(embed_dim, num_heads, dropout=dropout)
-        self.norm2 = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, embed_dim))
+        self.norm1 = nn.LayerNorm(embed_dim, eps=1e-6, **dd)
+        self.mha_op = MultiheadSelfAttention(embed_dim, num_heads, dropout=dropout, **dd)
+        self.norm2 = nn.LayerNorm(embed_dim, eps=1e-6, **dd)
+        self.mlp = nn.Sequential(
+            nn.Linear(embed_dim, hidden, **dd), nn.GELU(), nn.Linear(hidden, embed_dim, **dd)
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.ls1 = _layer_scale(embed_dim, layerscale, "nlc")
-        self.ls2 = _layer_scale(embed_dim, layerscale, "nlc")
+        self.ls1 = _layer_scale(embed_dim, layerscale, "nlc", **dd)
+        self.ls2 = _layer_scale(embed_dim, layerscale, "nlc", **dd)
+        self.fused_inference = FusedInference()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.mha_op(self.norm1(x))))
-        fc1, _, fc2 = self.mlp
-        hidden = _fused.linear(self.norm2(x), fc1.weight, fc1.bias, gelu=True)
-        return x + self.drop_path(self.ls2(_fused.linear(hidden, fc2.weight, fc2.bias)))
+        return x + self.drop_path(self.ls2(self._mlp(self.norm2(x))))
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """``mlp(x)``, its two linear layers fused on CPU inference when they are plain and hook-free."""
+        if not torch.jit.is_scripting():
+            if _fuses(self, x) and _fusable_linear_mlp(self.mlp):
+                fc1, _, fc2 = self.mlp
+                switch = self.fused_inference
+                hidden = _fused.linear(x, fc1.weight, fc1.bias, switch, gelu=True)
+                out = _fused.linear(hidden, fc2.weight, fc2.bias, switch) if hidden is not None else None
+                if out is not None:
+                    return out
+        return self.mlp(x)
 
 
-class MHSANCHWBlock(nn.Module):
+class MHSANCHWBlock(_ConvMlpResidual):
     """Transformer block on a feature map, convolutional MLP (``mixing_mode='mha_nchw'``).
 
     Shape:
@@ -378,29 +493,33 @@ class MHSANCHWBlock(nn.Module):
         mlp_dw: bool = False,
         cpe_ks: int = 0,
         layerscale: float = -1.0,
+        device: Any = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
+        dd = _dd(device, dtype)
         norm_layer = _resolve_norm(norm_layer)
-        pos_conv = _pos_conv(embed_dim, cpe_ks)
+        pos_conv = _pos_conv(embed_dim, cpe_ks, **dd)
         if pos_conv is not None:
             self.pos_conv = pos_conv
         self.with_conv_pos_emb = pos_conv is not None
-        self.norm1 = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.mha_op = MultiheadSelfAttention(embed_dim, num_heads, dropout=dropout)
-        self.norm2 = norm_layer(embed_dim)
-        self.mlp = _conv_mlp(embed_dim, mlp_ratio, mlp_dw)
+        self.norm1 = nn.LayerNorm(embed_dim, eps=1e-6, **dd)
+        self.mha_op = MultiheadSelfAttention(embed_dim, num_heads, dropout=dropout, **dd)
+        self.norm2 = norm_layer(embed_dim, **dd)
+        self.mlp = _conv_mlp(embed_dim, mlp_ratio, mlp_dw, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.ls1 = _layer_scale(embed_dim, layerscale, "nlc")
-        self.ls2 = _layer_scale(embed_dim, layerscale, "nchw")
+        self.ls1 = _layer_scale(embed_dim, layerscale, "nlc", **dd)
+        self.ls2 = _layer_scale(embed_dim, layerscale, "nchw", **dd)
+        self.fused_inference = FusedInference()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.with_conv_pos_emb:
+        if hasattr(self, "pos_conv"):  # with_conv_pos_emb
             x = x + self.pos_conv(x)
         B, C, H, W = x.shape
         tokens = x.permute(0, 2, 3, 1).flatten(1, 2)  # (B, N, C)
         tokens = tokens + self.drop_path(self.ls1(self.mha_op(self.norm1(tokens))))
         x = tokens.view(B, H, W, C).permute(0, 3, 1, 2)
-        return _conv_mlp_residual(self, x)
+        return self.mlp_residual(x)
 
 
 class GLNetStage(nn.Module):
@@ -429,8 +548,11 @@ class GLNetStage(nn.Module):
         mlp_dw: bool = False,
         layerscale: float = -1.0,
         slot_scale: Optional[float] = None,
+        device: Any = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
+        dd = _dd(device, dtype)
         if mixing_mode not in MIXING_MODES:
             raise ValueError(f"mixing_mode={mixing_mode!r}; expected one of {MIXING_MODES}")
         self.dim = dim
@@ -442,14 +564,14 @@ class GLNetStage(nn.Module):
         glmix = partial(
             GLMixBlock, embed_dim=dim, num_heads=num_heads, num_slots=num_slots, slot_init=slot_init,
             local_dw_ks=local_dw_ks, use_slot_attention=use_slot_attention, mlp_ratio=mlp_ratio,
-            cpe_ks=cpe_ks, mlp_dw=mlp_dw, layerscale=layerscale, slot_scale=slot_scale,
+            cpe_ks=cpe_ks, mlp_dw=mlp_dw, layerscale=layerscale, slot_scale=slot_scale, **dd,
         )
         mha_nchw = partial(
             MHSANCHWBlock, embed_dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, cpe_ks=cpe_ks,
-            mlp_dw=mlp_dw, layerscale=layerscale,
+            mlp_dw=mlp_dw, layerscale=layerscale, **dd,
         )
         mha = partial(
-            MHSABlock, embed_dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, layerscale=layerscale,
+            MHSABlock, embed_dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, layerscale=layerscale, **dd,
         )
         blocks = []
         for i in range(depth):
@@ -462,17 +584,18 @@ class GLNetStage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.mixing_mode == "mha"
-        if tokens:
+        if self.mixing_mode == "mha":  # the blocks work on tokens
             B, C, H, W = x.shape
-            x = x.permute(0, 2, 3, 1).flatten(1, 2)
+            x = self._run_blocks(x.permute(0, 2, 3, 1).flatten(1, 2))
+            return x.reshape(B, H, W, C).permute(0, 3, 1, 2)
+        return self._run_blocks(x)
+
+    def _run_blocks(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            if not torch.jit.is_scripting() and self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
-        if tokens:
-            x = x.reshape(B, H, W, C).permute(0, 3, 1, 2)
         return x
 
     def extra_repr(self) -> str:
@@ -482,16 +605,41 @@ class GLNetStage(nn.Module):
 # ----------------------------------------------------------------------------- downsampling
 
 
+class Transition(nn.Sequential):
+    """The stem or a downsampling layer (the release's ``downsample_layers.i``: convolutions and norms).
+
+    On CPU inference its BatchNorms are folded into the convolutions next to
+    them (see ``_fused.sequential``); every layer is called as a module when
+    any carries a hook, or when it is not the plain PyTorch layer.
+
+    Shape:
+        ``(B, C_in, H, W) -> (B, C_out, H / stride, W / stride)``.
+    """
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__(*layers)
+        self.fused_inference = FusedInference()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            if _fuses(self, x):
+                return _fused.sequential(self, x, self.fused_inference)
+        for layer in self:
+            x = layer(x)
+        return x
+
+
 def _non_overlapped_downsampling(
-    embed_dims: Sequence[int], in_chans: int, midd_order: str, norm_layer: Callable[[int], nn.Module]
+    embed_dims: Sequence[int], in_chans: int, midd_order: str, norm_layer: Callable[..., nn.Module], **dd
 ) -> nn.ModuleList:
-    layers = [nn.Sequential(nn.Conv2d(in_chans, embed_dims[0], 4, stride=4), norm_layer(embed_dims[0]))]
+    stem = Transition(nn.Conv2d(in_chans, embed_dims[0], 4, stride=4, **dd), norm_layer(embed_dims[0], **dd))
+    layers = [stem]
     for i in range(3):
-        conv = nn.Conv2d(embed_dims[i], embed_dims[i + 1], 2, stride=2)
+        conv = nn.Conv2d(embed_dims[i], embed_dims[i + 1], 2, stride=2, **dd)
         if midd_order == "norm.proj":
-            layers.append(nn.Sequential(norm_layer(embed_dims[i]), conv))
+            layers.append(Transition(norm_layer(embed_dims[i], **dd), conv))
         else:
-            layers.append(nn.Sequential(conv, norm_layer(embed_dims[i + 1])))
+            layers.append(Transition(conv, norm_layer(embed_dims[i + 1], **dd)))
     return nn.ModuleList(layers)
 
 
@@ -499,30 +647,33 @@ def _overlapped_downsampling(
     embed_dims: Sequence[int],
     in_chans: int,
     midd_order: str,
-    norm_layer: Callable[[int], nn.Module],
+    norm_layer: Callable[..., nn.Module],
     dual_patch_norm: bool,
     deep_stem: bool = True,
+    **dd,
 ) -> nn.ModuleList:
-    pre = LayerNorm2d(in_chans) if dual_patch_norm else nn.Identity()
+    pre = LayerNorm2d(in_chans, **dd) if dual_patch_norm else nn.Identity()
     half = embed_dims[0] // 2
     if deep_stem:
-        stem = nn.Sequential(
+        stem = Transition(
             pre,
-            nn.Conv2d(in_chans, half, 3, stride=2, padding=1),
-            norm_layer(half),
+            nn.Conv2d(in_chans, half, 3, stride=2, padding=1, **dd),
+            norm_layer(half, **dd),
             nn.GELU(),
-            nn.Conv2d(half, embed_dims[0], 3, stride=2, padding=1),
-            norm_layer(embed_dims[0]),
+            nn.Conv2d(half, embed_dims[0], 3, stride=2, padding=1, **dd),
+            norm_layer(embed_dims[0], **dd),
         )
     else:
-        stem = nn.Sequential(pre, nn.Conv2d(in_chans, half, 7, stride=4, padding=3), norm_layer(half))
+        stem = Transition(
+            pre, nn.Conv2d(in_chans, half, 7, stride=4, padding=3, **dd), norm_layer(half, **dd)
+        )
     layers = [stem]
     for i in range(3):
-        conv = nn.Conv2d(embed_dims[i], embed_dims[i + 1], 3, stride=2, padding=1)
+        conv = nn.Conv2d(embed_dims[i], embed_dims[i + 1], 3, stride=2, padding=1, **dd)
         if midd_order == "norm.proj":
-            layers.append(nn.Sequential(norm_layer(embed_dims[i]), conv))
+            layers.append(Transition(norm_layer(embed_dims[i], **dd), conv))
         else:
-            layers.append(nn.Sequential(conv, norm_layer(embed_dims[i + 1])))
+            layers.append(Transition(conv, norm_layer(embed_dims[i + 1], **dd)))
     return nn.ModuleList(layers)
 
 
@@ -556,10 +707,18 @@ class GLNet(nn.Module):
         dual_patch_norm: LayerNorm on the input of the overlapped stem.
         mlp_dw: residual depthwise conv inside the MLP.
         layerscale: layer-scale init value (<= 0: none).
-        global_pool: ``"avg"`` or ``""`` (no pooling in ``forward_head``).
+        global_pool: ``"avg"``, or ``""``: no pooling, ``forward_head`` gives
+            ``(B, num_classes, h, w)`` logits per position (features when
+            ``num_classes=0``).
         slot_scale: initial (learnable) scale of the GLMix slot logits; default
             ``embed_dim ** -0.5`` per block, as the release (which has no such
             argument at the model level).
+        device: where to create the parameters (``"meta"`` for none), as timm models.
+        dtype: their dtype.
+
+    The fused CPU inference path is on where oneDNN has the ops, unless
+    ``GLMIX_FUSED=0`` was in the environment when the model was built; see
+    :func:`fuse_for_inference` and ``self.fused_inference``.
     """
 
     def __init__(
@@ -588,8 +747,11 @@ class GLNet(nn.Module):
         layerscale: float = -1.0,
         global_pool: str = "avg",
         slot_scale: Optional[float] = None,
+        device: Any = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
+        dd = _dd(device, dtype)
         if len(depth) != 4 or len(embed_dim) != 4 or len(mixing_modes) != 4 or len(mlp_ratios) != 4:
             raise ValueError("depth, embed_dim, mixing_modes and mlp_ratios need 4 entries (one per stage)")
         if downsample_style not in ("non_ovlp", "ovlp"):
@@ -599,6 +761,7 @@ class GLNet(nn.Module):
         if global_pool not in ("avg", ""):
             raise ValueError(f"global_pool={global_pool!r}; expected 'avg' or ''")
         norm = _resolve_norm(norm_layer)
+        self.in_chans = in_chans
         self.num_classes = num_classes
         self.embed_dim = tuple(embed_dim)
         self.num_features = self.head_hidden_size = embed_dim[-1]
@@ -608,11 +771,11 @@ class GLNet(nn.Module):
 
         if downsample_style == "ovlp":
             self.downsample_layers = _overlapped_downsampling(
-                embed_dim, in_chans, transition_layout, norm, dual_patch_norm
+                embed_dim, in_chans, transition_layout, norm, dual_patch_norm, **dd
             )
         else:
             self.downsample_layers = _non_overlapped_downsampling(
-                embed_dim, in_chans, transition_layout, norm
+                embed_dim, in_chans, transition_layout, norm, **dd
             )
 
         n = sum(depth)
@@ -637,6 +800,7 @@ class GLNet(nn.Module):
                     mlp_dw=mlp_dw,
                     layerscale=layerscale,
                     slot_scale=slot_scale,
+                    **dd,
                 )
             )
             self.feature_info.append(dict(num_chs=embed_dim[i], reduction=reduction, module=f"stages.{i}"))
@@ -644,10 +808,12 @@ class GLNet(nn.Module):
         for i in use_checkpoint_stages:
             self.stages[i].grad_checkpointing = True
 
-        self.norm = _resolve_norm(pre_head_norm_layer or norm_layer)(embed_dim[-1])
+        self.norm = _resolve_norm(pre_head_norm_layer or norm_layer)(embed_dim[-1], **dd)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(embed_dim[-1], num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
+        self.fused_inference = FusedInference()
+        fuse_for_inference(self, self.fused_inference.enabled)  # one switch for all the model's modules
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -687,7 +853,8 @@ class GLNet(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier with a fresh ``nn.Linear`` (or ``nn.Identity`` for 0 classes)."""
+        """Replace the classifier with a fresh ``nn.Linear`` (or ``nn.Identity`` for 0 classes) on the
+        model's device and dtype; ``global_pool`` (``"avg"`` or ``""``) stays unless given."""
         if global_pool is not None:
             if global_pool not in ("avg", ""):
                 raise ValueError(f"global_pool={global_pool!r}; expected 'avg' or ''")
@@ -696,39 +863,44 @@ class GLNet(nn.Module):
         self.head = self._new_head(num_classes)
 
     def _new_head(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
         ref = next(self.parameters())
-        head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
         self._init_weights(head)
-        return head.to(device=ref.device, dtype=ref.dtype)
-
-    def _transition(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """Stem (``i = 0``) or downsampling layer ``i``; BatchNorm folded into its convolution on CPU
-        inference."""
-        layer = self.downsample_layers[i]
-        if not self.training and isinstance(layer, nn.Sequential) and _fused.can_fuse(x):
-            return _fused.sequential(layer, x)
-        return layer(x)
+        return head.train(self.training)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self._transition(0, x)
+        return self.downsample_layers[0](x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features.
 
         Shape:
-            ``(B, in_chans, H, W) -> (B, C, H/32, W/32)`` (normalised).
+            ``(B, in_chans, H, W) -> (B, C, H/32, W/32)`` (normalised; after
+            :meth:`prune_intermediate_layers`, the last kept stage's output).
         """
         x = x.contiguous(memory_format=torch.channels_last)
-        for i in range(4):
-            x = self.stages[i](self._transition(i, x))
+        for transition, stage in zip(self.downsample_layers, self.stages):
+            x = stage(transition(x))
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool and classify ``(B, C, h, w)`` features into ``(B, num_classes)`` logits."""
+        """Classify ``(B, C, h, w)`` features.
+
+        Shape:
+            ``(B, C, h, w) -> (B, num_classes)`` (``(B, C)`` with ``pre_logits``
+            or no classifier); without pooling (``global_pool=""``) the
+            classifier runs at every position: ``(B, num_classes, h, w)``
+            (``(B, C, h, w)``).
+        """
         if self.global_pool == "avg":
-            x = x.mean((2, 3))
+            x = self.head_drop(x.mean((2, 3)))
+            return x if pre_logits else self.head(x)
         x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
+        if pre_logits or self.num_classes <= 0:
+            return x
+        return self.head(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -758,29 +930,42 @@ class GLNet(nn.Module):
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt={output_fmt!r}; GLNet only gives 'NCHW'")
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last = max_index if stop_early else len(self.stages) - 1
+        last = len(self.stages) - 1
+        stop = max_index if stop_early else last
         intermediates = []
         x = x.contiguous(memory_format=torch.channels_last)
-        for i in range(last + 1):
-            x = self.stages[i](self._transition(i, x))
+        for i in range(stop + 1):
+            x = self.stages[i](self.downsample_layers[i](x))
             if i in take_indices:
-                intermediates.append(self.norm(x) if norm and i == len(self.stages) - 1 else x)
+                intermediates.append(self.norm(x) if norm and i == last else x)
         if intermediates_only:
             return intermediates
-        if last == len(self.stages) - 1:
-            x = self.norm(x)
+        if stop == last:
+            x = self.norm(x)  # the final norm follows the last stage only
         return x, intermediates
 
     def prune_intermediate_layers(
         self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> List[int]:
-        """Drop stages after the last of ``indices`` (and optionally the norm and head)."""
+        """Drop the stages after the last of ``indices``, timm style.
+
+        Pruned before the last stage, the model ends at the last kept stage:
+        the final norm (sized for, and applied after, the last stage only) and
+        the classifier go, and ``num_features`` is that stage's width. The
+        norm also goes with ``prune_norm``, the classifier with ``prune_head``.
+
+        Returns:
+            The stage indices kept for :meth:`forward_intermediates`.
+        """
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
         self.stages = self.stages[: max_index + 1]
         self.downsample_layers = self.downsample_layers[: max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
             self.reset_classifier(0, "")
         return take_indices
 
@@ -802,8 +987,20 @@ class GLNetTokenLabel(GLNet):
         self.tklb_aux_head = self._new_head(num_classes)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The release's rule with ``global_pool="avg"``; without pooling, ``head + 0.5 * tklb_aux_head``
+        at every position; no classifier (``num_classes=0``): the features, as :class:`GLNet`.
+
+        Shape:
+            as :meth:`GLNet.forward_head`.
+        """
+        if self.global_pool != "avg":
+            x = self.head_drop(x)
+            if pre_logits or self.num_classes <= 0:
+                return x
+            tokens = x.permute(0, 2, 3, 1)
+            return (self.head(tokens) + 0.5 * self.tklb_aux_head(tokens)).permute(0, 3, 1, 2)
         pooled = self.head_drop(x.mean((2, 3)))
-        if pre_logits:
+        if pre_logits or self.num_classes <= 0:
             return pooled
         aux = self.tklb_aux_head(x.flatten(2).transpose(1, 2))  # (B, N, num_classes)
         return self.head(pooled) + 0.5 * aux.amax(dim=1)
