@@ -2,12 +2,19 @@
 
     python benchmarks/bench_forward.py                          # ours, fused on/off, with/without capture
     python benchmarks/bench_forward.py --official-repo ~/GLMix  # + the release's implementation
+    python benchmarks/bench_forward.py --compile                # + torch.compile(model), inductor
 
 ``--official-repo`` is a clone of https://github.com/rayleizhu/GLMix; its
 ``models/glnet.py`` is imported as is (fairscale, needed only for its
 checkpoint wrapper, is stubbed). All variants share the same random weights,
 run interleaved round by round in one process, and the median per variant is
 reported; ratios are against the first column that ran (the release, if given).
+
+``--compile`` adds ``torch.compile(model, dynamic=False)`` of the same model
+(inductor traces the plain path and does its own fusion; ``--freezing`` turns
+on inductor's weight freezing and pre-packing too), compiled once per batch
+size in the warm-up: the first call's time is printed as the compile time,
+and its speed is compared with the fused eager path ("ours") of the same run.
 """
 from __future__ import annotations
 
@@ -61,7 +68,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--official-repo", type=Path)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="add torch.compile(model) (inductor; minutes to compile each batch size on a CPU)")
+    p.add_argument("--freezing", action="store_true",
+                   help="with --compile: inductor's freezing (weights as constants, pre-packed for oneDNN)")
     args = p.parse_args()
+    if args.freezing and not args.compile:
+        p.error("--freezing is an option of --compile")
     device = torch.device(args.device)
 
     torch.manual_seed(0)
@@ -91,6 +104,18 @@ def main() -> None:
 
     variants["ours + capture (all blocks)"] = ours_capture
 
+    compiled_name = "ours, torch.compile" + (" (freezing)" if args.freezing else "")
+    if args.compile:
+        import torch._inductor.config as inductor_config
+
+        compiled = torch.compile(ours, dynamic=False)  # one static graph per batch size
+
+        def ours_compiled(x):
+            with inductor_config.patch(freezing=args.freezing):  # in effect whenever it (re)compiles
+                return compiled(x)
+
+        variants[compiled_name] = ours_compiled
+
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     print(f"{args.model}, {args.size}x{args.size}, {device} ({torch.get_num_threads()} threads), "
           f"torch {torch.__version__}, median of {args.rounds} interleaved rounds")
@@ -99,8 +124,11 @@ def main() -> None:
         times = {k: [] for k in variants}
         with torch.inference_mode():
             ref = None
+            first_call = {}
             for name, fn in variants.items():  # warm-up, and every variant computes the same numbers
+                t = time.perf_counter()
                 out = fn(x)
+                first_call[name] = time.perf_counter() - t
                 ref = out if ref is None else ref
                 diff = (out - ref).abs().max().item()
                 assert diff < 1e-3, f"{name} differs from the first variant by {diff}"
@@ -119,6 +147,11 @@ def main() -> None:
             print(f"  {name:30s} {bs / med:10.2f} {med * 1000:10.1f} {first / med:14.2f}x")
         cap = statistics.median(times["ours + capture (all blocks)"]) / statistics.median(times["ours"]) - 1
         print(f"  capture overhead: {cap * 100:+.1f}% (target: at most +5%)")
+        if args.compile:
+            eager = "fused eager" if "ours, no fusion" in variants else "eager"
+            speed = statistics.median(times["ours"]) / statistics.median(times[compiled_name])
+            print(f"  torch.compile: {first_call[compiled_name]:.1f} s to compile (first call), "
+                  f"{speed:.2f}x the {eager} path (ours)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ no call reorders a weight: the packed copies are cached per weight tensor and
 rebuilt when the weight changes (its version counter or storage), e.g. after
 an optimizer step or ``load_state_dict``. They cost about the weights' size
 in memory again; :func:`clear_packed_weights` frees them. Anywhere else
-(CUDA, training, autograd, other dtypes, FX or TorchScript, ``torch.compile``,
-a PyTorch without these ops) the plain PyTorch path runs. Results agree with
-it to float32 rounding (about 1e-6).
+(CUDA, training, autograd, other dtypes, FX or TorchScript, ``torch.compile``
+and ``torch.export``, a PyTorch without these ops) the plain PyTorch path runs;
+compilers see it without graph breaks or guards on the switch (see
+:func:`compiling`). Results agree with it to float32 rounding (about 1e-6).
 
 Fusion is a property of each model, decided outside ``forward``: every module
 with a fused path holds a :class:`FusedInference` switch, one shared by the
@@ -31,9 +32,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    "FusedInference", "fuse_for_inference", "AVAILABLE", "applies", "conv", "conv_add", "conv_mlp_residual",
-    "linear", "sequential", "hookless", "plain_conv", "images_per_chunk", "clear_packed_weights",
-    "CHUNK_BYTES", "PACKS_PER_WEIGHT",
+    "FusedInference", "fuse_for_inference", "AVAILABLE", "applies", "compiling", "conv", "conv_add",
+    "conv_mlp_residual", "linear", "sequential", "hookless", "plain_conv", "images_per_chunk",
+    "clear_packed_weights", "CHUNK_BYTES", "PACKS_PER_WEIGHT",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -110,22 +111,42 @@ def fuse_for_inference(model: nn.Module, enabled: bool = True) -> nn.Module:
     return model
 
 
-_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
+try:
+    from torch.compiler import is_compiling as _is_compiling  # torch >= 2.3
+except ImportError:  # pragma: no cover
+    try:
+        from torch._dynamo.external_utils import is_compiling as _is_compiling
+    except ImportError:
+        def _is_compiling() -> bool:
+            return False
+
+
+def compiling() -> bool:
+    """Whether ``torch.compile`` or ``torch.export`` (strict or not) is tracing the call.
+
+    Dynamo folds this to ``True`` while it traces, so a forward that tests it
+    before reading any Python state (the model's switch, the packed-weight
+    cache) leaves no guard on that state and no graph break: the compiled or
+    exported graph is the plain path, whatever the switch says, and turning
+    fusion on or off later recompiles nothing.
+    """
+    return _is_compiling()
 
 
 def applies(x: torch.Tensor) -> bool:
     """Whether a call on ``x`` may take the fused path: a plain CPU float32 tensor, no autograd, and no
     tracer (FX, ``torch.jit.trace``) or compiler (``torch.compile``, ``torch.export``) watching.
 
-    Callers check their module's switch, eval mode and ``torch.jit.is_scripting()`` first.
+    Callers test ``torch.jit.is_scripting()`` and :func:`compiling` before their module's switch and eval
+    mode, and this last.
     """
     return (
-        type(x) is torch.Tensor  # an FX proxy or a tensor subclass: plain path
+        type(x) is torch.Tensor  # an FX proxy or a tensor subclass (export's FakeTensor): plain path
         and x.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
         and not torch.jit.is_tracing()
-        and not _is_compiling()
+        and not compiling()
     )
 
 

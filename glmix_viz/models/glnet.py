@@ -81,8 +81,12 @@ def _resolve_norm(norm_layer: NormLayer) -> Callable[..., nn.Module]:
 
 def _fuses(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``module`` takes its fused path for ``x``: its model's switch is on, it is in eval mode and
-    the call allows it (:func:`_fused.applies`). Callers test ``torch.jit.is_scripting()`` first."""
-    return module.fused_inference.enabled and not module.training and _fused.applies(x)
+    the call allows it (:func:`_fused.applies`). Callers test ``torch.jit.is_scripting()`` first.
+
+    The compiler test comes first: under ``torch.compile`` and ``torch.export`` nothing else is read, so
+    the graph holds no guard on the switch (see :func:`_fused.compiling`)."""
+    return (not _fused.compiling() and module.fused_inference.enabled and not module.training
+            and _fused.applies(x))
 
 
 # ----------------------------------------------------------------------------- layers
