@@ -21,7 +21,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 import glmix_viz
 from glmix_viz.capture import glmix_blocks
 from glmix_viz.images import load_image, preprocess
-from glmix_viz.models import MHSABlock, _fused
+from glmix_viz.models import MHSABlock, fuse_for_inference
 from wsss.voc import VOC_FOREGROUND
 
 CAT = VOC_FOREGROUND.index("cat")  # 7: the demo model's head has the 20 VOC foreground classes in order
@@ -161,15 +161,14 @@ def test_fused_cpu_kernels_do_not_change_grad_cam(demo):
     and the logits it explains are those of (fused) inference."""
     model, x = demo
     layer = glmix_blocks(model)[-1][1]
-    enabled = _fused.fused_inference_enabled()
     try:
-        _fused.set_fused_inference(True)
+        fuse_for_inference(model, True)
         fused = run_grad_cam(model, layer, x, CAT)
         with torch.no_grad():
             inference = model(x)
-        _fused.set_fused_inference(False)
+        fuse_for_inference(model, False)
         plain = run_grad_cam(model, layer, x, CAT)
     finally:
-        _fused.set_fused_inference(enabled)
+        fuse_for_inference(model, True)
     np.testing.assert_array_equal(fused["cam"], plain["cam"])
     torch.testing.assert_close(fused["logits"], inference, rtol=0, atol=1e-5)
