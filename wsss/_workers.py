@@ -170,8 +170,8 @@ class WorkerPool:
         """Read what the workers sent; replace dead workers."""
         by_conn = {w.results: w for w in self._workers}
         by_sentinel = {w.process.sentinel: w for w in self._workers}
-        for ready in wait([*by_conn, *by_sentinel], timeout):
-            worker = by_conn.get(ready) or by_sentinel[ready]
+        ready = wait([*by_conn, *by_sentinel], timeout)
+        for worker in {id(w): w for w in (by_conn.get(r) or by_sentinel[r] for r in ready)}.values():
             self._read(worker)
             if not worker.process.is_alive():
                 self._replace(worker)
