@@ -134,7 +134,7 @@ def _alive(pids, wait_s: float = 5.0) -> list:
 
 def test_default_workers():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert [pipeline.default_workers(cpu, n) for n in (1, 2, 3, 4, 8, 16, 64)] == [0, 0, 1, 1, 2, 4, 16]
+    assert [pipeline.default_workers(cpu, n) for n in (1, 2, 3, 4, 8, 16, 64)] == [0, 0, 1, 1, 2, 5, 21]
     assert [pipeline.default_workers(gpu, n) for n in (1, 2, 3, 4, 16)] == [0, 0, 2, 3, 8]
     assert pipeline.default_workers(cpu, 8, model=False) == 7  # --from-evidence: all post-processing
     assert pipeline.usable_cores() == len(os.sched_getaffinity(0))

@@ -239,7 +239,8 @@ def _settings_from_evidence(manifest: Dict, overrides: Dict, flags: Dict, args: 
 def _workers(args: argparse.Namespace, device: torch.device, world: int, config, with_model: bool) -> int:
     """``--workers`` (unset: :func:`wsss.pipeline.default_workers` of this process's share of the cores;
     0 with region relabelling, which needs the model), and the torch threads of this process: ``--threads``,
-    else, on the CPU with workers, the cores the workers leave (at least 1)."""
+    else, with workers, the cores the workers leave (at least 1; each worker runs one thread), so that the
+    run never has more busy threads than cores. Without workers torch's default stays (every core)."""
     from .pipeline import default_workers, usable_cores
 
     cores = max(1, usable_cores() // world)  # torchrun: the ranks share the machine
@@ -250,7 +251,7 @@ def _workers(args: argparse.Namespace, device: torch.device, world: int, config,
         workers = 0 if config.regions is not None else default_workers(device, cores, model=with_model)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    elif workers and device.type == "cpu":
+    elif workers:
         torch.set_num_threads(max(1, cores - workers))
     if workers:
         _logger.info("%d worker processes post-process the images; the model stage has %d torch threads",

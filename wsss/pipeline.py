@@ -350,9 +350,12 @@ def default_workers(device: torch.device, cores: Optional[int] = None, model: bo
     sequential loop's threads already use, and the workers cost memory and
     start-up), so 0: the sequential loop. Otherwise: on a GPU the model
     stage needs one core to feed it and the rest post-process (``cores - 1``,
-    at most 8); without a model (``--from-evidence``) too; on the CPU the model
-    stage is most of the work and keeps three quarters of the cores as torch
-    threads, the workers a quarter (``cores // 4``, at least 1).
+    at most 8); without a model (``--from-evidence``) too; on the CPU a third
+    of the cores (``cores // 3``): the post-processing is single-threaded and
+    takes between a quarter and a half of one image's time on one core
+    (docs/wsss.md, "Throughput"), while the model stage scales with the
+    threads it gets. Not yet tuned on a many-core machine:
+    ``benchmarks/bench_pipeline.py --workers 2,4,8`` measures the best split.
 
     Args:
         device: the model's device.
@@ -364,7 +367,7 @@ def default_workers(device: torch.device, cores: Optional[int] = None, model: bo
         return 0
     if device.type != "cpu" or not model:
         return min(cores - 1, 8)
-    return max(1, cores // 4)
+    return cores // 3
 
 
 @dataclass(frozen=True)
