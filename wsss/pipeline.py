@@ -3,7 +3,10 @@
 Each image's PNG is written to a temporary file and renamed, so an
 interrupted run leaves no broken file and a rerun skips finished images.
 Under ``torchrun`` each rank takes the ids ``ids[rank::world_size]``; the
-files are the same as a single process writes.
+files are the same as a single process writes. With ``workers`` N > 0 the
+model stage runs in this process and each image's post-processing and
+writes in N worker processes (:mod:`wsss._workers`); the files are again the
+same (docs/wsss.md, "At dataset scale").
 """
 from __future__ import annotations
 
@@ -467,7 +470,8 @@ def run_pseudo_labels(
             computed here (on ``device``), each image's post-processing and writes run in
             N worker processes (:func:`default_workers`; the same files, byte for byte, as
             with 0 at the same torch thread count), at most ``2 N`` images in flight.
-            Region relabelling needs the model: with it, 0.
+            Region relabelling needs the model: with it, 0. The workers are ``spawn``ed
+            processes: a script calling this needs the ``if __name__ == "__main__":`` guard.
         max_batch_pixels: see :func:`wsss.evidence.compute_evidence` (a memory bound, not a setting).
 
     Returns:
