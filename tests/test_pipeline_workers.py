@@ -173,3 +173,24 @@ def test_ctrl_c_stops_the_workers_and_the_rerun_completes(sequential, tiny_voc, 
     assert cli.main(argv) == 0
     assert digest_all(out) == digest_all(sequential)
     assert np.all([p.stat().st_size > 0 for p in out.rglob("*.png")])
+
+
+def test_workers_flag_and_threads_reach_the_run(tiny_voc, tiny_ckpt, tmp_path, monkeypatch):  # noqa: F811
+    """--workers reaches run_pseudo_labels; with workers the model stage gets the cores they leave (at least
+    1) unless --threads; unset with --region-relabel it is 0 (relabelling needs the model)."""
+    from wsss import commands
+
+    seen = []
+    monkeypatch.setattr(commands, "run_pseudo_labels", lambda *a, workers, **k: seen.append(
+        (workers, torch.get_num_threads())) or {"written": 0, "skipped": 0, "failed": 0})
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 8)
+    threads = torch.get_num_threads()
+    try:
+        plain = [a for a in args(tiny_voc, tiny_ckpt, tmp_path / "pl") if a not in ("--threads", "1")]
+        for extra in (["--workers", "3"], ["--workers", "3", "--threads", "2"], ["--workers", "0"],
+                      ["--workers", "9"], [], ["--region-relabel"]):
+            assert cli.main(plain + extra + ["--overwrite", "--device", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert [w for w, _ in seen] == [3, 3, 0, 9, 2, 0]  # default on 8 CPU cores: 8 // 3
+    assert [t for _, t in seen[:2]] + [seen[3][1], seen[4][1]] == [5, 2, 1, 6]

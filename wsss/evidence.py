@@ -266,10 +266,10 @@ def _output_stride(model: nn.Module) -> int:
 
 
 #: The most input pixels (images x height x width) one forward of :func:`compute_evidence` takes: its
-#: passes that share an input size run as batches of up to this many pixels (16 images of 512x512;
-#: about 1 GB of activations for glnet_stl on the CPU). How a run uses its memory, not a setting of the
-#: evidence: it changes the CAMs at float rounding only, so it is not in ``EvidenceConfig`` (nor in a
-#: run's manifest).
+#: passes that share an input size run as batches of up to this many pixels (4.2 M: 16 images of
+#: 512x512; the default evidence of a 500x375 image has at most 1.6 M of one size, its 32 stitched
+#: copies). How a run uses its memory, not a setting of the evidence: it changes the CAMs at float
+#: rounding only, so it is not in ``EvidenceConfig`` (nor in a run's manifest).
 MAX_BATCH_PIXELS = 1 << 22
 
 
