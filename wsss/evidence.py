@@ -36,7 +36,7 @@ from .voc import VOC_FOREGROUND
 
 __all__ = [
     "ClassHead", "EvidenceConfig", "Evidence", "compute_evidence",
-    "stitched_cam", "IMAGENET_TO_VOC",
+    "stitched_cam", "IMAGENET_TO_VOC", "MAX_BATCH_PIXELS",
 ]
 
 IMAGENET_TO_VOC = Path(__file__).parent / "data" / "imagenet_to_voc.json"
@@ -195,6 +195,40 @@ def _cam_at(model: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Te
     return _cams(model, x, weight)[0]
 
 
+def _stitch_shifts(factor: int, stride: int) -> List[Tuple[int, int]]:
+    """The ``(dy, dx)`` top/left paddings of the ``factor * factor`` passes of :func:`stitched_cam`."""
+    step = stride // factor
+    offsets = [step // 2 + step * k for k in range(factor)]  # pad before: output cells land on fine centres
+    return [(dy, dx) for dy in offsets for dx in offsets]
+
+
+def _stitch_inputs(x: torch.Tensor, factor: int, stride: int) -> torch.Tensor:
+    """The shifted copies of ``x`` ``(1, 3, h, w)``: ``(factor², 3, h + stride, w + stride)``."""
+    shifts = _stitch_shifts(factor, stride)
+    return torch.cat([F.pad(x, (dx, stride - dx, dy, stride - dy)) for dy, dx in shifts])
+
+
+def _stitch(cams: torch.Tensor, factor: int, h: int, w: int, stride: int) -> torch.Tensor:
+    """Interleave the CAMs ``(factor², O', h/stride + 1, w/stride + 1)`` of :func:`_stitch_inputs`'s copies
+    into ``(O', factor * h / stride, factor * w / stride)``."""
+    step, device = stride // factor, cams.device
+    fine = cams.new_zeros(cams.shape[1], factor * h // stride, factor * w // stride)
+    for cam, (dy, dx) in zip(cams, _stitch_shifts(factor, stride)):
+        # an output cell i is centred at stride * i + stride / 2 - dy, the fine cell of that centre:
+        rows = torch.arange(cam.shape[-2], device=device) * factor + (stride // 2 - dy - step // 2) // step
+        cols = torch.arange(cam.shape[-1], device=device) * factor + (stride // 2 - dx - step // 2) // step
+        r, c = (rows >= 0) & (rows < fine.shape[-2]), (cols >= 0) & (cols < fine.shape[-1])
+        fine[:, rows[r][:, None], cols[c][None, :]] = cam[:, r][:, :, c]
+    return fine
+
+
+def _check_stitch(h: int, w: int, factor: int, stride: int) -> None:
+    if h % stride or w % stride:
+        raise ValueError(f"stitched_cam needs a size divisible by {stride}, got {(h, w)}")
+    if factor != 1 and (factor % 2 or stride % factor):
+        raise ValueError(f"stitch factor {factor}: expected 1 or an even divisor of {stride}")
+
+
 def stitched_cam(model: nn.Module, x: torch.Tensor, weight: torch.Tensor, factor: int,
                  stride: int = 32) -> torch.Tensor:
     """CAM on a grid ``factor`` times finer than the output stride, by shift-and-stitch.
@@ -219,25 +253,10 @@ def stitched_cam(model: nn.Module, x: torch.Tensor, weight: torch.Tensor, factor
         centred at ``(m + 0.5) * stride / factor`` pixels.
     """
     h, w = x.shape[-2:]
-    if h % stride or w % stride:
-        raise ValueError(f"stitched_cam needs a size divisible by {stride}, got {(h, w)}")
+    _check_stitch(h, w, factor, stride)
     if factor == 1:
         return _cam_at(model, x, weight)
-    if factor % 2 or stride % factor:
-        raise ValueError(f"stitch factor {factor}: expected 1 or an even divisor of {stride}")
-    step = stride // factor
-    offsets = [step // 2 + step * k for k in range(factor)]  # pad before: output cells land on fine centres
-    shifts = [(dy, dx) for dy in offsets for dx in offsets]
-    batch = torch.cat([F.pad(x, (dx, stride - dx, dy, stride - dy)) for dy, dx in shifts])
-    cams = _cams(model, batch, weight)  # (factor^2, O', h/stride + 1, w/stride + 1)
-    fine = cams.new_zeros(cams.shape[1], factor * h // stride, factor * w // stride)
-    for cam, (dy, dx) in zip(cams, shifts):
-        # an output cell i is centred at stride * i + stride / 2 - dy, the fine cell of that centre:
-        rows = torch.arange(cam.shape[-2], device=x.device) * factor + (stride // 2 - dy - step // 2) // step
-        cols = torch.arange(cam.shape[-1], device=x.device) * factor + (stride // 2 - dx - step // 2) // step
-        r, c = (rows >= 0) & (rows < fine.shape[-2]), (cols >= 0) & (cols < fine.shape[-1])
-        fine[:, rows[r][:, None], cols[c][None, :]] = cam[:, r][:, :, c]
-    return fine
+    return _stitch(_cams(model, _stitch_inputs(x, factor, stride), weight), factor, h, w, stride)
 
 
 def _output_stride(model: nn.Module) -> int:
@@ -246,20 +265,52 @@ def _output_stride(model: nn.Module) -> int:
     return int(info[-1]["reduction"]) if info else 32
 
 
-def _plain_cam_and_slots(model: nn.Module, x: torch.Tensor, weight: torch.Tensor,
-                         blocks: Sequence[int]) -> Tuple[torch.Tensor, List[SlotRecord]]:
-    """One pass's CAM ``(O', h', w')`` and the slots of ``blocks`` captured during it."""
-    with SlotCapture(model, list(blocks)) as cap:
-        cam = _cam_at(model, x, weight)
-    return cam, list(cap.records)
+#: The most input pixels (images x height x width) one forward of :func:`compute_evidence` takes: its
+#: passes that share an input size run as batches of up to this many pixels (4.2 M: 16 images of
+#: 512x512; the default evidence of a 500x375 image has at most 1.6 M of one size, its 32 stitched
+#: copies). How a run uses its memory, not a setting of the evidence: it changes the CAMs at float
+#: rounding only, so it is not in ``EvidenceConfig`` (nor in a run's manifest).
+MAX_BATCH_PIXELS = 1 << 22
+
+
+def _forward_passes(model: nn.Module, inputs: Sequence[torch.Tensor], weight: torch.Tensor,
+                    slot_blocks: Sequence[int], slot_pass: Optional[int],
+                    max_pixels: int) -> Tuple[List[torch.Tensor], List[SlotRecord]]:
+    """The CAM ``(O', h', w')`` of each input ``(3, h, w)``, and the slots of ``slot_blocks`` in pass
+    ``slot_pass``; inputs of one size run as batches of at most ``max_pixels`` pixels (at least one image)."""
+    by_size: dict = {}
+    for i, x in enumerate(inputs):
+        by_size.setdefault(tuple(x.shape), []).append(i)
+    cams: List[Optional[torch.Tensor]] = [None] * len(inputs)
+    slots: List[SlotRecord] = []
+    for (_, h, w), members in by_size.items():
+        per_batch = max(1, max_pixels // (h * w))
+        for first in range(0, len(members), per_batch):
+            chunk = members[first:first + per_batch]
+            batch = torch.stack([inputs[i] for i in chunk])
+            if slot_pass in chunk:
+                with SlotCapture(model, list(slot_blocks)) as cap:
+                    out = _cams(model, batch, weight)
+                k = chunk.index(slot_pass)  # SlotCapture records the whole batch: keep that pass's
+                slots = [SlotRecord(r.name, r.ordinal, r.logits[k:k + 1].clone(), r.grid)
+                         for r in cap.records]
+            else:
+                out = _cams(model, batch, weight)
+            for i, cam in zip(chunk, out):
+                cams[i] = cam
+    return cams, slots
 
 
 @torch.no_grad()
 def compute_evidence(
     model: nn.Module, image: torch.Tensor, classes: Sequence[int], head: ClassHead,
     config: EvidenceConfig = EvidenceConfig(), slot_blocks: Sequence[int] = (),
+    max_batch_pixels: int = MAX_BATCH_PIXELS,
 ) -> Evidence:
     """Multi-scale, flipped CAMs of ``classes`` and the slots of ``slot_blocks``.
+
+    The passes of one input size (a scale and its flip, a stitched scale's
+    shifted copies and their flips, the slot pass with them) run as batches.
 
     Args:
         model: a GLNet in eval mode.
@@ -269,6 +320,8 @@ def compute_evidence(
         config: see :class:`EvidenceConfig`.
         slot_blocks: GLMix block ordinals (1-based) whose clustering is kept, from
             the unflipped pass at the first scale (``PseudoLabelConfig.capture_blocks()``).
+        max_batch_pixels: the most pixels of one forward (:data:`MAX_BATCH_PIXELS`; the image count
+            times its size; 1: one pass per forward). The results differ at float rounding only.
     """
     classes = tuple(int(c) for c in classes)
     if any(not 1 <= c <= len(VOC_FOREGROUND) for c in classes):
@@ -277,29 +330,43 @@ def compute_evidence(
     rows = sorted({r for c in classes for r in head.groups[c - 1]})
     index = {r: i for i, r in enumerate(rows)}
     weight = head.weight[rows].to(image.device, image.dtype)
-    total = image.new_zeros(len(rows), H, W)
-    slots: List[SlotRecord] = []
     stride = _output_stride(model)
     weights = config.weights or (1.0,) * len(config.scales)
     stitch = config.stitch or (1,) * len(config.scales)
+    inputs: List[torch.Tensor] = []  # every pass's input (3, h, w)
+    terms = []  # (weight, flipped, factor, (h, w), the passes of its CAM), in the order they are summed
+    slot_pass = None
     for s_i, (scale, w_s, factor) in enumerate(zip(config.image_scales(H, W), weights, stitch)):
         multiple = 1 if factor == 1 else stride  # a stitched pass needs a size divisible by the stride
         size = tuple(max(32, multiple * int(round(n * scale / multiple))) for n in (H, W))
         x = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
         for flipped in (False, True) if config.flip else (False,):
             xp = x.flip(-1) if flipped else x
-            cam = None
             if s_i == 0 and not flipped and slot_blocks:
-                cam, slots = _plain_cam_and_slots(model, xp, weight, slot_blocks)
+                slot_pass = len(inputs)
+                inputs.append(xp[0])
             if w_s == 0:
                 continue  # a scale weighted 0 adds nothing: only its slot pass (above) runs
             if factor > 1:
-                cam = stitched_cam(model, xp, weight, factor, stride)
-            elif cam is None:
-                cam = _cam_at(model, xp, weight)
-            if flipped:
-                cam = cam.flip(-1)
-            total += w_s * F.interpolate(cam[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+                _check_stitch(*size, factor, stride)
+                first = len(inputs)
+                inputs.extend(_stitch_inputs(xp, factor, stride))
+                terms.append((w_s, flipped, factor, size, range(first, len(inputs))))
+            elif s_i == 0 and not flipped and slot_blocks:
+                terms.append((w_s, flipped, factor, size, [slot_pass]))  # the slot pass is this CAM's
+            else:
+                terms.append((w_s, flipped, factor, size, [len(inputs)]))
+                inputs.append(xp[0])
+    cams, slots = _forward_passes(model, inputs, weight, slot_blocks, slot_pass, max_batch_pixels)
+    total = image.new_zeros(len(rows), H, W)
+    for w_s, flipped, factor, (h, w), passes in terms:
+        if factor > 1:
+            cam = _stitch(torch.stack([cams[i] for i in passes]), factor, h, w, stride)
+        else:
+            cam = cams[passes[0]]
+        if flipped:
+            cam = cam.flip(-1)
+        total += w_s * F.interpolate(cam[None], size=(H, W), mode="bilinear", align_corners=False)[0]
     per_class = torch.stack([total[[index[r] for r in head.groups[c - 1]]].amax(0) for c in classes]) \
         if classes else image.new_zeros(0, H, W)
     return Evidence(classes, normalize_by_max(per_class).float().cpu(), tuple(

@@ -3,11 +3,15 @@
 Each image's PNG is written to a temporary file and renamed, so an
 interrupted run leaves no broken file and a rerun skips finished images.
 Under ``torchrun`` each rank takes the ids ``ids[rank::world_size]``; the
-files are the same as a single process writes.
+files are the same as a single process writes. With ``workers`` N > 0 the
+model stage runs in this process and each image's post-processing and
+writes in N worker processes (:mod:`wsss._workers`); the files are again the
+same (docs/wsss.md, "At dataset scale").
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +25,7 @@ from glmix_viz.fields import FieldError
 from glmix_viz.fileio import RunInterrupted, atomic_write
 from glmix_viz.images import MIN_SIDE, load_image, normalize
 
-from .evidence import ClassHead, Evidence, EvidenceConfig, compute_evidence
+from .evidence import MAX_BATCH_PIXELS, ClassHead, Evidence, EvidenceConfig, compute_evidence
 from .refine import (
     BackgroundParams,
     ConfidentRegions,
@@ -42,7 +46,7 @@ from .voc import VOCLayout, save_mask
 __all__ = [
     "STANDARD_CAM", "FITTED_EVIDENCE", "PseudoLabelConfig", "PseudoLabelResult", "EvidenceLabeller",
     "class_scores", "pseudo_label_from_evidence", "pseudo_label_image", "write_evidence", "read_evidence",
-    "run_pseudo_labels", "shard",
+    "run_pseudo_labels", "shard", "default_workers", "usable_cores",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -331,12 +335,126 @@ def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
     return list(ids[rank::world_size])
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(device: torch.device, cores: Optional[int] = None, model: bool = True) -> int:
+    """The number of post-processing worker processes a run uses by default (``--workers``).
+
+    The model stage runs in the main process; each image's CPU post-processing
+    (slot refinement, slot classifier, background, CRF, PNG writes) runs in
+    one worker, single-threaded. With fewer than 3 usable cores there is
+    nothing to gain from splitting them (one core for each side is what the
+    sequential loop's threads already use, and the workers cost memory and
+    start-up), so 0: the sequential loop. Otherwise: on a GPU the model
+    stage needs one core to feed it and the rest post-process (``cores - 1``,
+    at most 8); without a model (``--from-evidence``) too; on the CPU a third
+    of the cores (``cores // 3``): the post-processing is single-threaded and
+    takes between a quarter and a half of one image's time on one core
+    (docs/wsss.md, "Throughput"), while the model stage scales with the
+    threads it gets. Not yet tuned on a many-core machine:
+    ``benchmarks/bench_pipeline.py --workers 2,4,8`` measures the best split.
+
+    Args:
+        device: the model's device.
+        cores: usable cores (default: :func:`usable_cores`).
+        model: whether the run computes evidence with a model (``False``: ``--from-evidence``).
+    """
+    cores = usable_cores() if cores is None else cores
+    if cores < 3:
+        return 0
+    if device.type != "cpu" or not model:
+        return min(cores - 1, 8)
+    return cores // 3
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """Where one run writes, and what (the workers' state)."""
+
+    out: Path
+    config: PseudoLabelConfig
+    save_scores: bool
+    save_evidence: bool
+    evidence_dir: Optional[Path]
+
+
+def _finish_image(outputs: _Outputs, image_id: str, work: np.ndarray, size: Tuple[int, int],
+                  classes: Sequence[int], evidence: Optional[Evidence],
+                  model: Optional[torch.nn.Module] = None, head: Optional[ClassHead] = None,
+                  device: torch.device = torch.device("cpu")) -> None:
+    """One image after its evidence: the pseudo-mask (at ``size``, the image's own) and its files.
+
+    Shared by the sequential loop and the workers, so both write the same bytes.
+    """
+    out = outputs.out
+    result = pseudo_label_image(model, work, classes, head, outputs.config, device, evidence=evidence)
+    mask = result.mask
+    H, W = size
+    if work.shape[:2] != (H, W):
+        from PIL import Image
+
+        mask = np.asarray(Image.fromarray(mask).resize((W, H), Image.Resampling.NEAREST))
+    if outputs.save_scores:
+        atomic_write(out / "scores" / f"{image_id}.npz", lambda p: np.savez_compressed(
+            p, scores=result.scores.astype(np.float16), classes=np.array(result.classes, np.uint8)))
+    if outputs.save_evidence:
+        ev = evidence or Evidence((), torch.zeros(0, *work.shape[:2]), ())  # no classes: no evidence
+        atomic_write(out / "evidence" / f"{image_id}.npz", lambda p: write_evidence(p, ev))
+    atomic_write(out / f"{image_id}.png", lambda p: save_mask(p, mask))
+
+
+def _pack(evidence: Optional[Evidence]) -> Optional[tuple]:
+    """Evidence as numpy arrays for a worker: pickled by value (torch tensors would travel as shared
+    memory, one file descriptor each)."""
+    if evidence is None:
+        return None
+    return (evidence.classes, evidence.cams.numpy(),
+            [(s.name, s.ordinal, s.logits.numpy(), s.grid) for s in evidence.slots])
+
+
+def _unpack(packed: Optional[tuple]) -> Optional[Evidence]:
+    if packed is None:
+        return None
+    from glmix_viz.capture import SlotRecord
+
+    classes, cams, slots = packed
+    return Evidence(tuple(classes), torch.from_numpy(cams),
+                    tuple(SlotRecord(n, o, torch.from_numpy(logits), tuple(g)) for n, o, logits, g in slots))
+
+
+def _worker_init(outputs: _Outputs) -> _Outputs:
+    """A worker's start: one thread for torch and the BLAS (the cores are shared out by the run)."""
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        pass
+    else:
+        threadpool_limits(1)
+    logging.basicConfig(level=logging.WARNING, format="glmix-wsss worker: %(message)s")
+    return outputs
+
+
+def _worker_task(outputs: _Outputs, payload: tuple) -> None:
+    image_id, work, size, classes, packed = payload
+    evidence = _unpack(packed)
+    if classes and evidence is None and outputs.evidence_dir is not None:
+        evidence = read_evidence(Path(outputs.evidence_dir) / f"{image_id}.npz")
+    _finish_image(outputs, image_id, work, size, classes, evidence)
+
+
 def run_pseudo_labels(
     model: Optional[torch.nn.Module], layout: VOCLayout, ids: Sequence[str], labels: Dict[str, np.ndarray],
     out: Path, *, head: Optional[ClassHead], config: PseudoLabelConfig = PseudoLabelConfig(),
     device: torch.device = torch.device("cpu"), max_side: int = 512, save_scores: bool = False,
     save_evidence: bool = False, evidence_dir: Optional[Path] = None, rank: int = 0, world_size: int = 1,
-    progress: bool = True,
+    progress: bool = True, workers: int = 0, max_batch_pixels: int = MAX_BATCH_PIXELS,
 ) -> Dict[str, int]:
     """Write ``out/<id>.png`` for this rank's share of ``ids``; returns counts.
 
@@ -348,6 +466,13 @@ def run_pseudo_labels(
         evidence_dir: read each image's evidence from here instead of computing it
             (``model`` and ``head`` may then be ``None``; ``config`` must have its
             blocks derived and hold no region relabelling).
+        workers: 0: one image after the other. N > 0: pipelined: the evidence is
+            computed here (on ``device``), each image's post-processing and writes run in
+            N worker processes (:func:`default_workers`; the same files, byte for byte, as
+            with 0 at the same torch thread count), at most ``2 N`` images in flight.
+            Region relabelling needs the model: with it, 0. The workers are ``spawn``ed
+            processes: a script calling this needs the ``if __name__ == "__main__":`` guard.
+        max_batch_pixels: see :func:`wsss.evidence.compute_evidence` (a memory bound, not a setting).
 
     Returns:
         ``{"written", "skipped" (already there), "failed"}`` for this rank.
@@ -365,56 +490,98 @@ def run_pseudo_labels(
         model = model.to(device).eval()
         config = config.for_model(model)
     config.capture_blocks()  # the blocks are known before the first image
-    bar = tqdm(mine, desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels", unit="img",
-               disable=not progress, position=rank)
+    if workers and config.regions is not None:
+        _logger.warning("region relabelling needs the model: post-processing in this process (--workers 0)")
+        workers = 0
+    outputs = _Outputs(out, config, save_scores, save_evidence,
+                       None if evidence_dir is None else Path(evidence_dir))
+    bar = tqdm(total=len(mine), desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels",
+               unit="img", disable=not progress, position=rank)
     log = _ProgressLog(len(mine), every_s=None if progress else LOG_EVERY_S)
-    try:
-        for image_id in bar:
+    pool = None
+
+    def finished(results) -> None:
+        for image_id, error in results:
+            if error is None:
+                counts["written"] += 1
+            else:
+                _logger.error("failed %s: %s", image_id, error)
+                counts["failed"] += 1
+            bar.update(1)
+        if results:
+            bar.set_postfix(img_s=f"{log.rate(counts):.2f}")
             log.tick(counts)
+
+    try:
+        for image_id in mine:
+            log.tick(counts)
+            if pool is not None:
+                finished(pool.results())
             target = out / f"{image_id}.png"
             if target.is_file() and all((out / name / f"{image_id}.npz").is_file() for name in extras):
                 counts["skipped"] += 1
+                bar.update(1)
                 continue
             try:
                 pil = load_image(layout.image(image_id), max_side=10**6, min_side=MIN_SIDE)
             except (ValueError, FileNotFoundError) as err:
                 _logger.error("skipped %s", err)
                 counts["failed"] += 1
+                bar.update(1)
                 continue
-            image = np.asarray(pil)
-            H, W = image.shape[:2]
-            work = image
-            if max(H, W) > max_side:
+            size = (pil.height, pil.width)
+            if max(size) > max_side:
                 pil.thumbnail((max_side, max_side))
-                work = np.asarray(pil)
+            work = np.asarray(pil)
             classes = sorted(int(c) + 1 for c in np.flatnonzero(labels[image_id] > 0.5))
             evidence = None
             if classes and evidence_dir is not None:
-                evidence = read_evidence(Path(evidence_dir) / f"{image_id}.npz")
-            elif classes and save_evidence:
+                if not workers:  # the workers read it themselves
+                    evidence = read_evidence(Path(evidence_dir) / f"{image_id}.npz")
+            elif classes:
                 evidence = compute_evidence(model, normalize(work).to(device), classes, head, config.evidence,
-                                            slot_blocks=config.capture_blocks())
-            result = pseudo_label_image(model, work, classes, head, config, device, evidence=evidence)
-            mask = result.mask
-            if work.shape[:2] != (H, W):
-                from PIL import Image
+                                            slot_blocks=config.capture_blocks(),
+                                            max_batch_pixels=max_batch_pixels)
+            if not workers:
+                _finish_image(outputs, image_id, work, size, classes, evidence, model, head, device)
+                counts["written"] += 1
+                bar.update(1)
+                bar.set_postfix(img_s=f"{log.rate(counts):.2f}")
+                continue
+            if pool is None:
+                from ._workers import WorkerPool
 
-                mask = np.asarray(Image.fromarray(mask).resize((W, H), Image.Resampling.NEAREST))
-            if save_scores:
-                atomic_write(out / "scores" / f"{image_id}.npz", lambda p: np.savez_compressed(
-                    p, scores=result.scores.astype(np.float16), classes=np.array(result.classes, np.uint8)))
-            if save_evidence:
-                ev = evidence or Evidence((), torch.zeros(0, *work.shape[:2]), ())  # no classes: no evidence
-                atomic_write(out / "evidence" / f"{image_id}.npz", lambda p: write_evidence(p, ev))
-            atomic_write(target, lambda p: save_mask(p, mask))
-            counts["written"] += 1
-            bar.set_postfix(img_s=f"{log.rate(counts):.2f}")
+                pool = WorkerPool(workers, _worker_init, (outputs,), _worker_task)
+            pool.submit(image_id, (image_id, work, size, classes, _pack(evidence)))
+        if pool is not None:
+            finished(pool.wait_all())
+            pool.close()
     except KeyboardInterrupt:
+        if pool is not None:
+            _stop(pool, out, finished)
         raise RunInterrupted(counts["written"] + counts["skipped"], len(mine)) from None
+    except BaseException:
+        if pool is not None:
+            _stop(pool, out, finished)
+        raise
     finally:
         bar.close()
     log.tick(counts, final=True)
     return counts
+
+
+def _stop(pool, out: Path, finished) -> None:
+    """Count what the workers finished, stop them, and remove the temporary files of the images they held
+    (a worker killed without unwinding leaves its atomic write's ``.<name>.*`` file)."""
+    try:
+        finished(pool.results())
+    finally:
+        held = pool.in_flight_keys()
+        pool.terminate()
+        for image_id in held:
+            for folder in (out, out / "scores", out / "evidence"):
+                for tmp in folder.glob(f".{image_id}.*"):
+                    tmp.unlink(missing_ok=True)
 
 
 LOG_EVERY_S = 30.0  # progress lines when the output is not a terminal (a log file, a batch job)

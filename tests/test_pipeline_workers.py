@@ -1,0 +1,196 @@
+"""pseudo-labels --workers N: the same files as one image after the other; failures, crashes and Ctrl-C."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsss import cli, pipeline
+from wsss._workers import WorkerPool
+
+from .test_pipeline import args, tiny_ckpt, tiny_voc  # noqa: F401  (fixtures)
+
+
+def digest_all(folder: Path) -> dict:
+    """SHA-1 of every file but the manifest: PNGs, scores/*.npz, evidence/*.npz."""
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def sequential(tiny_voc, tiny_ckpt, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("seq")
+    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "0")) == 0
+    return out
+
+
+def test_two_workers_write_the_same_bytes(sequential, tiny_voc, tiny_ckpt, tmp_path):  # noqa: F811
+    """PNGs, scores and evidence byte-identical to --workers 0; the manifest differs only in run.workers,
+    so either resumes the other's folder."""
+    out = tmp_path / "w2"
+    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "2")) == 0
+    want = digest_all(sequential)
+    assert len(want) == 15  # 5 PNGs, 5 scores, 5 evidence files
+    assert digest_all(out) == want
+    old, new = (json.loads((d / "manifest.json").read_text()) for d in (sequential, out))
+    assert (old["run"]["workers"], new["run"]["workers"]) == (0, 2)
+    del old["run"]["workers"], new["run"]["workers"]
+    assert old == new
+    # a rerun with another worker count resumes (all there: nothing rewritten)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "0")) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
+
+
+def test_a_failing_image_is_counted_and_the_run_goes_on(sequential, tiny_voc, tmp_path, caplog):  # noqa: F811
+    """An image whose post-processing raises in a worker (its evidence file is corrupt) is failed, logged
+    by name; the others are written as --workers 0 writes them; the exit status is 1."""
+    import logging
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(sequential, run)
+    broken = sorted((run / "evidence").glob("*.npz"))[1]
+    broken.write_bytes(b"not an npz")
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "again"
+    argv = ["pseudo-labels", "--voc-root", str(tiny_voc), "--split", "train", "--from-evidence", str(run),
+            "--out", str(out), "--threads", "1", "--workers", "2"]
+    assert cli.main(argv) == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"failed {broken.stem}: ") for m in messages), messages
+    assert any(m.startswith("4 written, 0 skipped (already there), 1 failed") for m in messages), messages
+    want = {k: v for k, v in digest_all(sequential).items() if k.endswith(".png") and broken.stem not in k}
+    assert digest_all(out) == want
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def _init(folder: str) -> Path:
+    pipeline._worker_init(None)
+    return Path(folder)
+
+
+def _task(folder: Path, item: int) -> None:
+    if item == 3:
+        raise ValueError("three is bad")
+    if item == 5:
+        os._exit(7)  # a crash: no exception, no cleanup
+    (folder / f"{item}.txt").write_text(f"{torch.get_num_threads()} {os.getpid()}")
+
+
+def test_worker_pool_survives_a_failing_and_a_dying_task(tmp_path):
+    """A task that raises fails alone; a worker that dies fails the task it ran and is replaced, its queued
+    task goes to another; at most workers x per_worker tasks are in flight; workers run one torch thread."""
+    results, most = {}, 0
+    with WorkerPool(2, _init, (str(tmp_path),), _task, per_worker=2) as pool:
+        first = set(pool.pids())
+        for item in range(10):
+            pool.submit(item, item)
+            most = max(most, pool.in_flight)
+            results.update(pool.results())
+        results.update(pool.wait_all())
+        assert pool.in_flight == 0
+        now = set(pool.pids())
+    assert most == 4
+    assert sorted(results) == list(range(10))
+    assert results[3] == "ValueError: three is bad"
+    assert results[5] == "the worker process died (exit code 7)"
+    assert all(results[i] is None for i in range(10) if i not in (3, 5))
+    written = {int(p.stem): p.read_text().split() for p in tmp_path.glob("*.txt")}
+    assert sorted(written) == [0, 1, 2, 4, 6, 7, 8, 9]
+    assert {threads for threads, _ in written.values()} == {"1"}
+    assert len(now - first) == 1  # the dead worker was replaced
+    assert {int(pid) for _, pid in written.values()} <= first | now
+    assert not _alive(first | now)  # leaving the with stopped every worker
+
+
+def _alive(pids, wait_s: float = 5.0) -> list:
+    """The pids still running (not gone, not a zombie) after up to ``wait_s`` s."""
+    import psutil
+
+    deadline = time.time() + wait_s
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def test_default_workers():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [pipeline.default_workers(cpu, n) for n in (1, 2, 3, 4, 8, 16, 64)] == [0, 0, 1, 1, 2, 5, 21]
+    assert [pipeline.default_workers(gpu, n) for n in (1, 2, 3, 4, 16)] == [0, 0, 2, 3, 8]
+    assert pipeline.default_workers(cpu, 8, model=False) == 7  # --from-evidence: all post-processing
+    assert pipeline.usable_cores() == len(os.sched_getaffinity(0))
+
+
+def test_bad_workers_flag(tiny_voc, tiny_ckpt, tmp_path, capsys):  # noqa: F811
+    assert cli.main(args(tiny_voc, tiny_ckpt, tmp_path / "pl", "--workers", "-1")) == 2
+    assert "--workers -1: expected 0 (one image after the other) or more" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_the_rerun_completes(sequential, tiny_voc, tiny_ckpt, tmp_path):  # noqa: F811
+    """SIGINT to a running 2-worker run: exit 130 with one line, no traceback, no partial file, no worker
+    process left; the rerun completes to the same bytes."""
+    import psutil
+
+    out = tmp_path / "out"
+    argv = args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "2")
+    proc = subprocess.Popen([sys.executable, "-m", "wsss.cli", *argv], stderr=subprocess.PIPE, text=True)
+    deadline, children = time.time() + 300, set()
+    while proc.poll() is None and time.time() < deadline and not [
+            p for p in out.glob("*.png") if not p.name.startswith(".")]:
+        children |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        time.sleep(0.02)
+    children |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("images; rerun the same command to resume")
+    assert len(children) >= 2  # the workers (and multiprocessing's resource tracker)
+    assert not _alive(children)
+    pngs = list(out.glob("*.png"))
+    assert 0 < len(pngs) < 5, "interrupted too late to test anything"
+    assert not [p for p in out.rglob(".*")]  # no half-written file anywhere
+    assert cli.main(argv) == 0
+    assert digest_all(out) == digest_all(sequential)
+    assert np.all([p.stat().st_size > 0 for p in out.rglob("*.png")])
+
+
+def test_workers_flag_and_threads_reach_the_run(tiny_voc, tiny_ckpt, tmp_path, monkeypatch):  # noqa: F811
+    """--workers reaches run_pseudo_labels; with workers the model stage gets the cores they leave (at least
+    1) unless --threads; unset with --region-relabel it is 0 (relabelling needs the model)."""
+    from wsss import commands
+
+    seen = []
+    monkeypatch.setattr(commands, "run_pseudo_labels", lambda *a, workers, **k: seen.append(
+        (workers, torch.get_num_threads())) or {"written": 0, "skipped": 0, "failed": 0})
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 8)
+    threads = torch.get_num_threads()
+    try:
+        plain = [a for a in args(tiny_voc, tiny_ckpt, tmp_path / "pl") if a not in ("--threads", "1")]
+        for extra in (["--workers", "3"], ["--workers", "3", "--threads", "2"], ["--workers", "0"],
+                      ["--workers", "9"], [], ["--region-relabel"]):
+            assert cli.main(plain + extra + ["--overwrite", "--device", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert [w for w, _ in seen] == [3, 3, 0, 9, 2, 0]  # default on 8 CPU cores: 8 // 3
+    assert [t for _, t in seen[:2]] + [seen[3][1], seen[4][1]] == [5, 2, 1, 6]
