@@ -298,18 +298,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     if args.limit:
         ids = ids[: args.limit]
     labels = layout.image_labels(ids, args.labels, args.labels_from)
-    if model is not None:
-        try:
-            head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
-        except ValueError as err:
-            hint = "; pass --head imagenet for an ImageNet checkpoint" if args.head == "own" else ""
-            raise ValueError(f"--head {args.head}: {err}{hint}") from None
-        manifest = make_manifest(model=model_name, checkpoint=weights, head=head_name, config=flatten(config),
-                                 labels={}, run={}, runner={})
-    else:  # the model's identity as the evidence run recorded it
-        manifest = {key: source.get(key)
-                    for key in ("tool", "version", "model", "checkpoint", "checkpoint_sha256", "head")}
-    manifest.update(
+    run_record = dict(
         config=flatten(config), runner={"max_side": max_side},
         labels={"source": args.labels_from, "file": str(args.labels) if args.labels else None},
         sources={"preset": resolved.preset, "settings": resolved.sources},
@@ -317,6 +306,17 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
              "save_scores": args.save_scores, "save_evidence": args.save_evidence, "world_size": world,
              "from_evidence": str(args.from_evidence) if args.from_evidence else None, "workers": workers},
     )
+    if model is not None:
+        try:
+            head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
+        except ValueError as err:
+            hint = "; pass --head imagenet for an ImageNet checkpoint" if args.head == "own" else ""
+            raise ValueError(f"--head {args.head}: {err}{hint}") from None
+        manifest = make_manifest(model=model_name, checkpoint=weights, head=head_name, **run_record)
+    else:  # the model's identity as the evidence run recorded it
+        manifest = {**{key: source.get(key)
+                       for key in ("tool", "version", "model", "checkpoint", "checkpoint_sha256", "head")},
+                    **run_record}
     try:
         prepare_run_folder(args.out, manifest, overwrite=args.overwrite, write=rank == 0,
                            outputs=("*.png", "scores/*.npz", "evidence/*.npz"))

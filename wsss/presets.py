@@ -19,7 +19,7 @@ keys it leaves out keep the default. See docs/wsss.md, "Presets".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch.nn as nn
@@ -209,6 +209,4 @@ def make_preset(name: str, config: PseudoLabelConfig, measured: str) -> Dict[str
     Settings left ``None`` to be derived (e.g. ``classifier.blocks``) stay
     derived for whoever loads it.
     """
-    if not is_dataclass(config):
-        raise TypeError("config must be a PseudoLabelConfig")
-    return {"name": name, "measured": measured, "settings": flatten(replace(config))}
+    return {"name": name, "measured": measured, "settings": flatten(config)}
