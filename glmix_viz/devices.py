@@ -1,11 +1,14 @@
-"""Which device a run uses: one rule for ``glmix-viz``, ``glmix-wsss pseudo-labels`` and ``train``."""
+"""Which device a run uses: one rule for ``glmix-viz``, ``glmix-wsss pseudo-labels`` and ``train``; and
+the torch threads of a piece of work."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "torch_threads"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -30,3 +33,23 @@ def resolve_device(name: str = "auto") -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA devices")
     return device
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch (and MKL) threads; the count before is restored after.
+
+    Some CPU kernels split a reduction between threads (a resize, a matrix product
+    with a long inner dimension), so their float rounding depends on the thread
+    count. Small work run with ``torch_threads(1)`` gives the same bytes on any
+    machine and in any process layout (``--workers``, ``torchrun``).
+    """
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

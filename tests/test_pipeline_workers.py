@@ -29,14 +29,18 @@ def digest_all(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def sequential(tiny_voc, tiny_ckpt, tmp_path_factory):  # noqa: F811
+    """One image after the other, two torch threads."""
     out = tmp_path_factory.mktemp("seq")
-    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "0")) == 0
+    argv = args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "0")
+    argv[argv.index("--threads") + 1] = "2"
+    assert cli.main(argv) == 0
     return out
 
 
 def test_two_workers_write_the_same_bytes(sequential, tiny_voc, tiny_ckpt, tmp_path):  # noqa: F811
-    """PNGs, scores and evidence byte-identical to --workers 0; the manifest differs only in run.workers,
-    so either resumes the other's folder."""
+    """Two workers running the model on one thread each write PNGs, scores and evidence byte-identical to
+    --workers 0 on two threads; the manifest differs only in run.workers, so either resumes the other's
+    folder."""
     out = tmp_path / "w2"
     assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "2")) == 0
     want = digest_all(sequential)
@@ -51,6 +55,15 @@ def test_two_workers_write_the_same_bytes(sequential, tiny_voc, tiny_ckpt, tmp_p
     assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "0")) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
 
+
+def test_region_relabelling_runs_in_the_workers(tiny_voc, tiny_ckpt, tmp_path):  # noqa: F811
+    """With the model on the CPU the workers hold it, so region relabelling (which needs it) runs there:
+    the same PNGs as one image after the other."""
+    seq, par = tmp_path / "seq", tmp_path / "w2"
+    assert cli.main(args(tiny_voc, tiny_ckpt, seq, "--region-relabel", "--workers", "0")) == 0
+    assert cli.main(args(tiny_voc, tiny_ckpt, par, "--region-relabel", "--workers", "2")) == 0
+    assert len(digest_all(seq)) == 5 and digest_all(par) == digest_all(seq)
+    assert json.loads((par / "manifest.json").read_text())["run"]["workers"] == 2
 
 def test_a_failing_image_is_counted_and_the_run_goes_on(sequential, tiny_voc, tmp_path, caplog):  # noqa: F811
     """An image whose post-processing raises in a worker (its evidence file is corrupt) is failed, logged
@@ -76,7 +89,7 @@ def test_a_failing_image_is_counted_and_the_run_goes_on(sequential, tiny_voc, tm
 
 
 def _init(folder: str) -> Path:
-    pipeline._worker_init(None)
+    pipeline._worker_init(None, None, 1)
     return Path(folder)
 
 
@@ -134,8 +147,8 @@ def _alive(pids, wait_s: float = 5.0) -> list:
 
 def test_default_workers():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert [pipeline.default_workers(cpu, n) for n in (1, 2, 3, 4, 8, 16, 64)] == [0, 0, 1, 1, 2, 5, 21]
-    assert [pipeline.default_workers(gpu, n) for n in (1, 2, 3, 4, 16)] == [0, 0, 2, 3, 8]
+    assert [pipeline.default_workers(cpu, n) for n in (1, 2, 3, 4, 8, 16, 64)] == [0, 2, 3, 4, 8, 8, 8]
+    assert [pipeline.default_workers(gpu, n) for n in (1, 2, 3, 4, 16)] == [0, 1, 2, 3, 8]
     assert pipeline.default_workers(cpu, 8, model=False) == 7  # --from-evidence: all post-processing
     assert pipeline.usable_cores() == len(os.sched_getaffinity(0))
 
@@ -176,21 +189,20 @@ def test_ctrl_c_stops_the_workers_and_the_rerun_completes(sequential, tiny_voc, 
 
 
 def test_workers_flag_and_threads_reach_the_run(tiny_voc, tiny_ckpt, tmp_path, monkeypatch):  # noqa: F811
-    """--workers reaches run_pseudo_labels; with workers the model stage gets the cores they leave (at least
-    1) unless --threads; unset with --region-relabel it is 0 (relabelling needs the model)."""
+    """--workers reaches run_pseudo_labels; with the model on the CPU the workers run it, on the cores shared
+    out (or --threads each) while this process keeps one thread; region relabelling runs there too."""
     from wsss import commands
 
     seen = []
-    monkeypatch.setattr(commands, "run_pseudo_labels", lambda *a, workers, **k: seen.append(
-        (workers, torch.get_num_threads())) or {"written": 0, "skipped": 0, "failed": 0})
+    monkeypatch.setattr(commands, "run_pseudo_labels", lambda *a, workers, worker_threads, **k: seen.append(
+        (workers, worker_threads, torch.get_num_threads())) or {"written": 0, "skipped": 0, "failed": 0})
     monkeypatch.setattr(pipeline, "usable_cores", lambda: 8)
     threads = torch.get_num_threads()
     try:
         plain = [a for a in args(tiny_voc, tiny_ckpt, tmp_path / "pl") if a not in ("--threads", "1")]
-        for extra in (["--workers", "3"], ["--workers", "3", "--threads", "2"], ["--workers", "0"],
-                      ["--workers", "9"], [], ["--region-relabel"]):
+        for extra in (["--workers", "3"], ["--workers", "3", "--threads", "2"],
+                      ["--workers", "0", "--threads", "3"], ["--workers", "9"], [], ["--region-relabel"]):
             assert cli.main(plain + extra + ["--overwrite", "--device", "cpu"]) == 0
     finally:
         torch.set_num_threads(threads)
-    assert [w for w, _ in seen] == [3, 3, 0, 9, 2, 0]  # default on 8 CPU cores: 8 // 3
-    assert [t for _, t in seen[:2]] + [seen[3][1], seen[4][1]] == [5, 2, 1, 6]
+    assert seen == [(3, 2, 1), (3, 2, 1), (0, None, 3), (9, 1, 1), (8, 1, 1), (8, 1, 1)]

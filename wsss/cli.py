@@ -254,13 +254,14 @@ def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
     r.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     r.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads of the model stage (0: torch's default, or with --workers the "
-                        "cores the workers leave)")
+                   help="torch CPU threads of the model stage: of each worker when the workers run the model "
+                        "(0: the cores shared out), else of this process (0: torch's default, or with "
+                        "--workers the cores the workers leave)")
     r.add_argument("--workers", type=int,
-                   help="worker processes for each image's post-processing (slots, classifier, CRF, writes) "
-                        "while this process runs the model: 0 one image after the other (default: 0 with "
-                        "fewer than 3 cores or --region-relabel; else on a GPU cores-1, at most 8, on the "
-                        "CPU a third of the cores). The masks are the same")
+                   help="worker processes: 0 one image after the other in this process. With the model on "
+                        "the CPU each worker labels whole images on its share of the cores (default: one "
+                        "per core, at most 8); on a GPU this process runs the model and the workers "
+                        "post-process (default: cores-1, at most 8). The files are the same, byte for byte")
 
 
 def _score_args(p: argparse.ArgumentParser) -> None:

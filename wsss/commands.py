@@ -236,27 +236,36 @@ def _settings_from_evidence(manifest: Dict, overrides: Dict, flags: Dict, args: 
     return Resolved(config, sources, manifest.get("sources", {}).get("preset"))
 
 
-def _workers(args: argparse.Namespace, device: torch.device, world: int, config, with_model: bool) -> int:
-    """``--workers`` (unset: :func:`wsss.pipeline.default_workers` of this process's share of the cores;
-    0 with region relabelling, which needs the model), and the torch threads of this process: ``--threads``,
-    else, with workers, the cores the workers leave (at least 1; each worker runs one thread), so that the
-    run never has more busy threads than cores. Without workers torch's default stays (every core)."""
+def _workers(args: argparse.Namespace, device: torch.device, world: int, config,
+             with_model: bool) -> Tuple[int, Optional[int]]:
+    """``--workers`` (unset: :func:`wsss.pipeline.default_workers` of this process's share of the cores) and
+    each worker's torch threads, with this process's threads set so that the run never has more busy threads
+    than cores. With the model on the CPU the workers run it: ``--threads`` (else the cores shared out) is
+    each worker's count, and this process, which only reads images, keeps one. Otherwise this process runs
+    the model with ``--threads`` (else the cores the single-threaded workers leave, at least 1; without
+    workers torch's default: every core)."""
     from .pipeline import default_workers, usable_cores
 
     cores = max(1, usable_cores() // world)  # torchrun: the ranks share the machine
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers {args.workers}: expected 0 (one image after the other) or more")
+    in_workers = with_model and device.type == "cpu"
     workers = args.workers
-    if workers is None:
-        workers = 0 if config.regions is not None else default_workers(device, cores, model=with_model)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    if workers is None:  # region relabelling needs the model: on a GPU it stays in this process
+        workers = 0 if config.regions is not None and not in_workers else default_workers(device, cores,
+                                                                                           model=with_model)
+    worker_threads = None
+    if workers and in_workers:
+        worker_threads = args.threads if args.threads > 0 else max(1, cores // workers)
+        torch.set_num_threads(1)
+        _logger.info("%d worker processes label the images, %d torch threads each", workers, worker_threads)
     elif workers:
-        torch.set_num_threads(max(1, cores - workers))
-    if workers:
+        torch.set_num_threads(args.threads if args.threads > 0 else max(1, cores - workers))
         _logger.info("%d worker processes post-process the images; the model stage has %d torch threads",
                      workers, torch.get_num_threads())
-    return workers
+    elif args.threads > 0:
+        torch.set_num_threads(args.threads)
+    return workers, worker_threads
 
 
 def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
@@ -290,7 +299,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         print(config_table(resolved))
         return 0
     config = resolved.config
-    workers = _workers(args, device, world, config, model is not None)
+    workers, worker_threads = _workers(args, device, world, config, model is not None)
     what = f"preset {resolved.preset}" if resolved.preset else "model-agnostic defaults"
     _logger.info("settings: %s%s", what, " with the flags' changes" if overrides else "")
     layout = VOCLayout(args.voc_root)
@@ -328,7 +337,8 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         model, layout, ids, labels, args.out, head=head, config=config, device=device, max_side=max_side,
         save_scores=args.save_scores, save_evidence=args.save_evidence,
         evidence_dir=Path(args.from_evidence) / "evidence" if args.from_evidence else None, rank=rank,
-        world_size=world, progress=progress and rank == 0, workers=workers)
+        world_size=world, progress=progress and rank == 0, workers=workers,
+        worker_threads=worker_threads)
     if world > 1:
         t = torch.tensor([counts["written"], counts["skipped"], counts["failed"]])
         torch.distributed.all_reduce(t)

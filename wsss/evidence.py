@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from glmix_viz.analysis.maps import normalize_by_max
 from glmix_viz.capture import SlotCapture, SlotRecord
+from glmix_viz.devices import torch_threads
 from glmix_viz.fields import FieldError
 
 from .voc import VOC_FOREGROUND
@@ -301,6 +302,59 @@ def _forward_passes(model: nn.Module, inputs: Sequence[torch.Tensor], weight: to
     return cams, slots
 
 
+#: One summand of the evidence: ``(weight, flipped, stitch factor, (h, w) of its input, its passes)``.
+_Term = Tuple[float, bool, int, Tuple[int, int], Sequence[int]]
+
+
+def _plan_passes(image: torch.Tensor, config: EvidenceConfig, stride: int,
+                 with_slots: bool) -> Tuple[List[torch.Tensor], List[_Term], Optional[int]]:
+    """Every pass's input ``(3, h, w)`` of ``image`` ``(3, H, W)``, the terms summed from their CAMs, in
+    order, and the index of the slot pass (the unflipped first scale; ``None`` without ``with_slots``)."""
+    H, W = image.shape[-2:]
+    weights = config.weights or (1.0,) * len(config.scales)
+    stitch = config.stitch or (1,) * len(config.scales)
+    inputs: List[torch.Tensor] = []
+    terms: List[_Term] = []
+    slot_pass = None
+    for s_i, (scale, w_s, factor) in enumerate(zip(config.image_scales(H, W), weights, stitch)):
+        multiple = 1 if factor == 1 else stride  # a stitched pass needs a size divisible by the stride
+        size = tuple(max(32, multiple * int(round(n * scale / multiple))) for n in (H, W))
+        x = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
+        for flipped in (False, True) if config.flip else (False,):
+            xp = x.flip(-1) if flipped else x
+            if s_i == 0 and not flipped and with_slots:
+                slot_pass = len(inputs)
+                inputs.append(xp[0])
+            if w_s == 0:
+                continue  # a scale weighted 0 adds nothing: only its slot pass (above) runs
+            if factor > 1:
+                _check_stitch(*size, factor, stride)
+                first = len(inputs)
+                inputs.extend(_stitch_inputs(xp, factor, stride))
+                terms.append((w_s, flipped, factor, size, range(first, len(inputs))))
+            elif s_i == 0 and not flipped and with_slots:
+                terms.append((w_s, flipped, factor, size, [slot_pass]))  # the slot pass is this CAM's
+            else:
+                terms.append((w_s, flipped, factor, size, [len(inputs)]))
+                inputs.append(xp[0])
+    return inputs, terms, slot_pass
+
+
+def _sum_terms(total: torch.Tensor, cams: Sequence[torch.Tensor], terms: Sequence[_Term],
+               stride: int) -> torch.Tensor:
+    """Add the terms' weighted CAMs (stitched, unflipped, resized) into ``total (O', H, W)``; returns it."""
+    size = tuple(total.shape[-2:])
+    for w_s, flipped, factor, (h, w), passes in terms:
+        if factor > 1:
+            cam = _stitch(torch.stack([cams[i] for i in passes]), factor, h, w, stride)
+        else:
+            cam = cams[passes[0]]
+        if flipped:
+            cam = cam.flip(-1)
+        total += w_s * F.interpolate(cam[None], size=size, mode="bilinear", align_corners=False)[0]
+    return total
+
+
 @torch.no_grad()
 def compute_evidence(
     model: nn.Module, image: torch.Tensor, classes: Sequence[int], head: ClassHead,
@@ -331,43 +385,14 @@ def compute_evidence(
     index = {r: i for i, r in enumerate(rows)}
     weight = head.weight[rows].to(image.device, image.dtype)
     stride = _output_stride(model)
-    weights = config.weights or (1.0,) * len(config.scales)
-    stitch = config.stitch or (1,) * len(config.scales)
-    inputs: List[torch.Tensor] = []  # every pass's input (3, h, w)
-    terms = []  # (weight, flipped, factor, (h, w), the passes of its CAM), in the order they are summed
-    slot_pass = None
-    for s_i, (scale, w_s, factor) in enumerate(zip(config.image_scales(H, W), weights, stitch)):
-        multiple = 1 if factor == 1 else stride  # a stitched pass needs a size divisible by the stride
-        size = tuple(max(32, multiple * int(round(n * scale / multiple))) for n in (H, W))
-        x = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
-        for flipped in (False, True) if config.flip else (False,):
-            xp = x.flip(-1) if flipped else x
-            if s_i == 0 and not flipped and slot_blocks:
-                slot_pass = len(inputs)
-                inputs.append(xp[0])
-            if w_s == 0:
-                continue  # a scale weighted 0 adds nothing: only its slot pass (above) runs
-            if factor > 1:
-                _check_stitch(*size, factor, stride)
-                first = len(inputs)
-                inputs.extend(_stitch_inputs(xp, factor, stride))
-                terms.append((w_s, flipped, factor, size, range(first, len(inputs))))
-            elif s_i == 0 and not flipped and slot_blocks:
-                terms.append((w_s, flipped, factor, size, [slot_pass]))  # the slot pass is this CAM's
-            else:
-                terms.append((w_s, flipped, factor, size, [len(inputs)]))
-                inputs.append(xp[0])
+    # Everything but the forwards runs on one thread: the resizes' rounding would depend on the thread
+    # count (the forwards' batches do not), so the files are the same in any process layout.
+    with torch_threads(1):
+        inputs, terms, slot_pass = _plan_passes(image, config, stride, bool(slot_blocks))
     cams, slots = _forward_passes(model, inputs, weight, slot_blocks, slot_pass, max_batch_pixels)
-    total = image.new_zeros(len(rows), H, W)
-    for w_s, flipped, factor, (h, w), passes in terms:
-        if factor > 1:
-            cam = _stitch(torch.stack([cams[i] for i in passes]), factor, h, w, stride)
-        else:
-            cam = cams[passes[0]]
-        if flipped:
-            cam = cam.flip(-1)
-        total += w_s * F.interpolate(cam[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-    per_class = torch.stack([total[[index[r] for r in head.groups[c - 1]]].amax(0) for c in classes]) \
-        if classes else image.new_zeros(0, H, W)
+    with torch_threads(1):
+        total = _sum_terms(image.new_zeros(len(rows), H, W), cams, terms, stride)
+        per_class = torch.stack([total[[index[r] for r in head.groups[c - 1]]].amax(0) for c in classes]) \
+            if classes else image.new_zeros(0, H, W)
     return Evidence(classes, normalize_by_max(per_class).float().cpu(), tuple(
         SlotRecord(s.name, s.ordinal, s.logits.float().cpu(), s.grid) for s in slots))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from glmix_viz.capture import glmix_blocks
+from glmix_viz.devices import torch_threads
 from glmix_viz.fields import FieldError
 from glmix_viz.fileio import RunInterrupted, atomic_write
 from glmix_viz.images import MIN_SIDE, load_image, normalize
@@ -188,8 +189,9 @@ def class_scores(evidence: Evidence, slots: Optional[SlotRefineParams]) -> np.nd
         raise ValueError(f"the evidence holds no slots of blocks {missing or slots.blocks} (it has "
                          f"{sorted(by_ordinal)}); compute it with config.capture_blocks() of "
                          "config.for_model(model)")
-    scores = slot_refine(evidence.cams, [by_ordinal[b] for b in slots.blocks], slots.mix, slots.sharpness)
-    return subtract_baseline(scores, slots.baseline).numpy()
+    with torch_threads(1):  # the same bytes at any thread count (glmix_viz.devices.torch_threads)
+        scores = slot_refine(evidence.cams, [by_ordinal[b] for b in slots.blocks], slots.mix, slots.sharpness)
+        return subtract_baseline(scores, slots.baseline).numpy()
 
 
 class EvidenceLabeller:
@@ -343,22 +345,21 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_workers(device: torch.device, cores: Optional[int] = None, model: bool = True) -> int:
-    """The number of post-processing worker processes a run uses by default (``--workers``).
+#: The most worker processes a run starts by default (each holds the model, or an image's evidence).
+MAX_DEFAULT_WORKERS = 8
 
-    The model stage runs in the main process; each image's CPU post-processing
-    (slot refinement, slot classifier, background, CRF, PNG writes) runs in
-    one worker, single-threaded. With fewer than 3 usable cores there is
-    nothing to gain from splitting them (one core for each side is what the
-    sequential loop's threads already use, and the workers cost memory and
-    start-up), so 0: the sequential loop. Otherwise: on a GPU the model
-    stage needs one core to feed it and the rest post-process (``cores - 1``,
-    at most 8); without a model (``--from-evidence``) too; on the CPU a third
-    of the cores (``cores // 3``): the post-processing is single-threaded and
-    takes between a quarter and a half of one image's time on one core
-    (docs/wsss.md, "Throughput"), while the model stage scales with the
-    threads it gets. Not yet tuned on a many-core machine:
-    ``benchmarks/bench_pipeline.py --workers 2,4,8`` measures the best split.
+
+def default_workers(device: torch.device, cores: Optional[int] = None, model: bool = True) -> int:
+    """The number of worker processes a run uses by default (``--workers``); 0 with one usable core.
+
+    With the model on the CPU the workers label whole images, model included:
+    one per core (at most :data:`MAX_DEFAULT_WORKERS`), the cores shared out as
+    their torch threads. Torch's CPU kernels gain less than 2x from a second
+    thread (1.6x on this project's evidence), while independent images scale
+    with the cores, and the single-threaded CRF no longer leaves cores idle
+    (docs/wsss.md, "Throughput"). With the model on a GPU, or without a model
+    (``--from-evidence``), this process feeds the device and the workers
+    post-process: ``cores - 1``, at most :data:`MAX_DEFAULT_WORKERS`.
 
     Args:
         device: the model's device.
@@ -366,11 +367,11 @@ def default_workers(device: torch.device, cores: Optional[int] = None, model: bo
         model: whether the run computes evidence with a model (``False``: ``--from-evidence``).
     """
     cores = usable_cores() if cores is None else cores
-    if cores < 3:
+    if cores < 2:
         return 0
-    if device.type != "cpu" or not model:
-        return min(cores - 1, 8)
-    return cores // 3
+    if device.type == "cpu" and model:
+        return min(cores, MAX_DEFAULT_WORKERS)
+    return min(cores - 1, MAX_DEFAULT_WORKERS)
 
 
 @dataclass(frozen=True)
@@ -428,25 +429,40 @@ def _unpack(packed: Optional[tuple]) -> Optional[Evidence]:
                     tuple(SlotRecord(n, o, torch.from_numpy(logits), tuple(g)) for n, o, logits, g in slots))
 
 
-def _worker_init(outputs: _Outputs) -> _Outputs:
-    """A worker's start: one thread for torch and the BLAS (the cores are shared out by the run)."""
-    torch.set_num_threads(1)
+@dataclass(frozen=True)
+class _ModelStage:
+    """The model side of a run, sent to workers that label whole images (the CPU layout)."""
+
+    model: torch.nn.Module
+    head: ClassHead
+    max_batch_pixels: int
+
+
+def _worker_init(outputs: _Outputs, stage: Optional[_ModelStage], threads: int) -> tuple:
+    """A worker's start: ``threads`` for torch and the BLAS (the run shares the cores out)."""
+    torch.set_num_threads(threads)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         pass
     else:
-        threadpool_limits(1)
+        threadpool_limits(threads)
     logging.basicConfig(level=logging.WARNING, format="glmix-wsss worker: %(message)s")
-    return outputs
+    return outputs, stage
 
 
-def _worker_task(outputs: _Outputs, payload: tuple) -> None:
+def _worker_task(state: tuple, payload: tuple) -> None:
+    outputs, stage = state
     image_id, work, size, classes, packed = payload
     evidence = _unpack(packed)
-    if classes and evidence is None and outputs.evidence_dir is not None:
+    if classes and stage is not None:
+        ev_config, blocks = outputs.config.evidence, outputs.config.capture_blocks()
+        evidence = compute_evidence(stage.model, normalize(work), classes, stage.head, ev_config,
+                                    slot_blocks=blocks, max_batch_pixels=stage.max_batch_pixels)
+    elif classes and evidence is None and outputs.evidence_dir is not None:
         evidence = read_evidence(Path(outputs.evidence_dir) / f"{image_id}.npz")
-    _finish_image(outputs, image_id, work, size, classes, evidence)
+    model, head = (stage.model, stage.head) if stage is not None else (None, None)
+    _finish_image(outputs, image_id, work, size, classes, evidence, model, head)
 
 
 def run_pseudo_labels(
@@ -454,7 +470,8 @@ def run_pseudo_labels(
     out: Path, *, head: Optional[ClassHead], config: PseudoLabelConfig = PseudoLabelConfig(),
     device: torch.device = torch.device("cpu"), max_side: int = 512, save_scores: bool = False,
     save_evidence: bool = False, evidence_dir: Optional[Path] = None, rank: int = 0, world_size: int = 1,
-    progress: bool = True, workers: int = 0, max_batch_pixels: int = MAX_BATCH_PIXELS,
+    progress: bool = True, workers: int = 0, worker_threads: Optional[int] = None,
+    max_batch_pixels: int = MAX_BATCH_PIXELS,
 ) -> Dict[str, int]:
     """Write ``out/<id>.png`` for this rank's share of ``ids``; returns counts.
 
@@ -466,12 +483,16 @@ def run_pseudo_labels(
         evidence_dir: read each image's evidence from here instead of computing it
             (``model`` and ``head`` may then be ``None``; ``config`` must have its
             blocks derived and hold no region relabelling).
-        workers: 0: one image after the other. N > 0: pipelined: the evidence is
-            computed here (on ``device``), each image's post-processing and writes run in
-            N worker processes (:func:`default_workers`; the same files, byte for byte, as
-            with 0 at the same torch thread count), at most ``2 N`` images in flight.
-            Region relabelling needs the model: with it, 0. The workers are ``spawn``ed
-            processes: a script calling this needs the ``if __name__ == "__main__":`` guard.
+        workers: 0: one image after the other, in this process. N > 0: N worker processes
+            (:func:`default_workers`), at most ``2 N`` images in flight. With the model on the
+            CPU each worker labels whole images, model included, on its share of the cores;
+            with the model on a GPU (or without one: ``evidence_dir``) the evidence is computed
+            here and the workers post-process (slot classifier, CRF, writes). The files are the
+            same, byte for byte, in every layout (the CPU work is thread-count invariant,
+            :func:`glmix_viz.devices.torch_threads`). The workers are ``spawn``ed processes: a
+            script calling this needs the ``if __name__ == "__main__":`` guard.
+        worker_threads: torch threads of each worker (default: the usable cores shared out
+            among the workers when they run the model, else 1).
         max_batch_pixels: see :func:`wsss.evidence.compute_evidence` (a memory bound, not a setting).
 
     Returns:
@@ -490,9 +511,15 @@ def run_pseudo_labels(
         model = model.to(device).eval()
         config = config.for_model(model)
     config.capture_blocks()  # the blocks are known before the first image
-    if workers and config.regions is not None:
-        _logger.warning("region relabelling needs the model: post-processing in this process (--workers 0)")
+    stage = None  # the model, for workers that run it
+    if workers and model is not None and device.type == "cpu":
+        stage = _ModelStage(model, head, max_batch_pixels)
+    elif workers and config.regions is not None:
+        _logger.warning("region relabelling needs the model, which runs in this process: post-processing "
+                        "here too (--workers 0)")
         workers = 0
+    if worker_threads is None:
+        worker_threads = max(1, usable_cores() // workers) if stage is not None else 1
     outputs = _Outputs(out, config, save_scores, save_evidence,
                        None if evidence_dir is None else Path(evidence_dir))
     bar = tqdm(total=len(mine), desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels",
@@ -538,7 +565,7 @@ def run_pseudo_labels(
             if classes and evidence_dir is not None:
                 if not workers:  # the workers read it themselves
                     evidence = read_evidence(Path(evidence_dir) / f"{image_id}.npz")
-            elif classes:
+            elif classes and stage is None:
                 evidence = compute_evidence(model, normalize(work).to(device), classes, head, config.evidence,
                                             slot_blocks=config.capture_blocks(),
                                             max_batch_pixels=max_batch_pixels)
@@ -551,7 +578,7 @@ def run_pseudo_labels(
             if pool is None:
                 from ._workers import WorkerPool
 
-                pool = WorkerPool(workers, _worker_init, (outputs,), _worker_task)
+                pool = WorkerPool(workers, _worker_init, (outputs, stage, worker_threads), _worker_task)
             pool.submit(image_id, (image_id, work, size, classes, _pack(evidence)))
         if pool is not None:
             finished(pool.wait_all())
