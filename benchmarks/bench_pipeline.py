@@ -1,11 +1,13 @@
 """Pseudo-labels at scale: the sequential loop against the pipelined run, on the same images, in one run.
 
     python benchmarks/bench_pipeline.py                       # 48 EmojiVOC images at 500x375, demo model
-    python benchmarks/bench_pipeline.py --workers 1,2,4       # several splits of the cores in one run
+    python benchmarks/bench_pipeline.py --workers 1,2,4       # several worker counts in one run
+    python benchmarks/bench_pipeline.py --model glnet_stl     # random weights, the ImageNet head
     python benchmarks/bench_pipeline.py --images 100 --workers 4 --device cuda
 
 Measures, on VOC-size images (500x375, EmojiVOC scenes resized) with the
-bundled demo model and its preset (what ``glmix-wsss pseudo-labels`` runs):
+bundled demo model and its preset (what ``glmix-wsss pseudo-labels`` runs),
+or another registered model with random weights and its ImageNet head:
 
 1. Where one image's time goes, stage by stage (median over a few images,
    this process's threads): loading, the evidence batched and pass by pass
@@ -13,12 +15,12 @@ bundled demo model and its preset (what ``glmix-wsss pseudo-labels`` runs):
    CRF, writing the PNG.
 2. ``run_pseudo_labels`` with ``workers=0`` (every core as torch threads)
    and with ``workers=N`` for each N of ``--workers`` (default:
-   ``default_workers``; the model stage gets the cores the workers leave,
-   as the CLI does): images/s of each over the whole run (worker start-up
-   included) and, for a pipelined run, in steady state (from the PNGs' times
-   after the first N), and the ratios. Whether the masks are byte-identical is reported: they
-   are at equal thread counts; here the model stage's thread counts differ,
-   so a few pixels may differ at float rounding.
+   ``default_workers``; threads as the CLI sets them: on the CPU the workers
+   run the model on the cores shared out, on a GPU this process runs it with
+   the cores the workers leave): images/s of each over the whole run (worker
+   start-up included) and in steady state (from the PNGs' times after the
+   first N), the ratios, the peak memory of the whole process tree (sampled),
+   and whether the files are byte-identical to the sequential run's.
 
 Run it alone on the machine: it warns when the load average says other jobs run.
 """
@@ -72,8 +74,7 @@ def voc_size_images(root: Path, n: int, seed: int) -> VOCLayout:
     return layout
 
 
-def stage_times(model, layout: VOCLayout, ids, labels, config, device, repeats: int) -> None:
-    head = ClassHead.from_model(model)
+def stage_times(model, head, layout: VOCLayout, ids, labels, config, device, repeats: int) -> None:
     rows = {k: [] for k in ("load", "evidence (batched)", "evidence (pass by pass)", "slot refinement",
                             "slot classifier", "background + mix", "CRF", "write PNG")}
     no_crf = replace(config, crf=None)
@@ -120,30 +121,76 @@ def stage_times(model, layout: VOCLayout, ids, labels, config, device, repeats: 
     print(f"  {'total (batched evidence)':26s} {per_image * 1000:8.0f} ms")
 
 
-def timed_run(model, layout, ids, labels, config, device, out: Path, workers: int, threads: int):
+class PeakMemory:
+    """The largest summed resident memory of this process and its children, sampled every 0.1 s."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+
+        self.peak, self._stop = 0, threading.Event()
+        self._me = psutil.Process()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.1):
+            total = 0
+            for proc in [self._me, *self._me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timed_run(model, head, layout, ids, labels, config, device, out: Path, workers: int, threads: int):
     torch.set_num_threads(threads)
-    head = ClassHead.from_model(model)
     start = time.time()
-    counts = run_pseudo_labels(model, layout, ids, labels, out, head=head, config=config, device=device,
-                               max_side=512, progress=False, workers=workers)
+    with PeakMemory() as memory:
+        counts = run_pseudo_labels(model, layout, ids, labels, out, head=head, config=config, device=device,
+                                   max_side=512, progress=False, workers=workers)
     wall = time.time() - start
     assert counts["written"] == len(ids) and not counts["failed"], counts
     done = sorted(p.stat().st_mtime for p in out.glob("*.png"))
-    steady = None
-    skip = max(workers, 1)
-    if len(done) >= skip + 5:
-        steady = (len(done) - 1 - skip) / max(done[-1] - done[skip], 1e-9)
-    return len(ids) / wall, steady, wall
+    skip = min(workers, len(done) - 2)  # from the PNG after the first round of workers
+    steady = (len(done) - 1 - skip) / max(done[-1] - done[skip], 1e-9) if len(done) >= 2 else float("nan")
+    return len(ids) / wall, steady, wall, memory.peak / 2**30
 
 
 def digest(folder: Path) -> dict:
     return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.png"))}
 
 
+def load_model(name: str, device: torch.device):
+    """The bundled demo model and its head, or ``name`` with random weights and its ImageNet head."""
+    if name == "glnet_demo":
+        model, origin = load_demo_model()
+        return model.to(device).eval(), ClassHead.from_model(model), origin
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name).to(device).eval()
+    return model, ClassHead.imagenet(model), f"{name} (random weights, ImageNet head)"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=48, help="500x375 images in each run")
     p.add_argument("--seed", type=int, default=2024, help="EmojiVOC seed")
+    p.add_argument("--model", default="glnet_demo",
+                   help="glnet_demo (bundled, its preset) or a registered name (random weights, ImageNet "
+                        "head)")
     p.add_argument("--workers",
                    help="worker counts of the pipelined runs, comma-separated (default: default_workers)")
     p.add_argument("--threads", type=int, help="torch threads of the sequential run (default: usable cores)")
@@ -158,17 +205,14 @@ def main() -> None:
     if args.workers:
         counts = [int(v) for v in args.workers.split(",")]
     else:
-        counts = [default_workers(device, cores)]
-        if counts == [0]:
-            counts = [1]
-            print(f"(default_workers gives 0 on {cores} cores; measuring 1 worker anyway)")
+        counts = [max(1, default_workers(device, cores))]
     warning = load_warning(cores)
     if warning:
         print(warning)
-    model, origin = load_demo_model()
-    model = model.to(device).eval()
+    model, head, origin = load_model(args.model, device)
     config = resolve_settings(model).config
-    print(f"model: {origin}; {cores} usable cores; {args.images} images of 500x375")
+    print(f"model: {origin}; {cores} usable cores; {args.images} images of 500x375; torch "
+          f"{torch.__version__}; {time.strftime('%Y-%m-%d %H:%M')}")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         layout = voc_size_images(Path(tmp) / "ev", args.images, args.seed)
@@ -177,24 +221,27 @@ def main() -> None:
         if not args.skip_stages:
             torch.set_num_threads(threads)
             with torch.no_grad():
-                stage_times(model, layout, ids, labels, config, device, args.stage_images)
-        seq, _, seq_wall = timed_run(model, layout, ids, labels, config, device, Path(tmp) / "w0", 0,
-                                     threads)
+                stage_times(model, head, layout, ids, labels, config, device, args.stage_images)
+        seq = timed_run(model, head, layout, ids, labels, config, device, Path(tmp) / "w0", 0, threads)
         for workers in counts:
-            main_threads = max(1, cores - workers)
+            if device.type == "cpu":  # the workers run the model on the cores shared out; this process reads
+                layout_name = f"{workers} workers x {max(1, cores // workers)} threads, each labelling images"
+                main_threads = 1
+            else:
+                main_threads = max(1, cores - workers)
+                layout_name = f"model here on {main_threads} threads, {workers} post-processing workers"
             out = Path(tmp) / f"w{workers}"
-            rate, steady, wall = timed_run(model, layout, ids, labels, config, device, out, workers,
-                                           main_threads)
-            runs.append((workers, main_threads, rate, steady, wall, digest(out) == digest(Path(tmp) / "w0")))
+            result = timed_run(model, head, layout, ids, labels, config, device, out, workers, main_threads)
+            runs.append((workers, layout_name, result, digest(out) == digest(Path(tmp) / "w0")))
+    rate, steady, wall, peak = seq
     print(f"\n2. whole runs, {len(ids)} images:")
-    print(f"  sequential (--workers 0, {threads} torch threads): {seq:6.2f} images/s ({seq_wall:.1f} s)")
-    for workers, main_threads, rate, steady, wall, same in runs:
-        print(f"  pipelined (--workers {workers}, model stage {main_threads} threads): {rate:6.2f} images/s "
-              f"({wall:.1f} s, worker start-up included)"
-              + (f"; steady state {steady:.2f} images/s" if steady else ""))
-        print(f"    ratio pipelined / sequential: {rate / seq:.2f}"
-              + (f" (steady state {steady / seq:.2f})" if steady else "")
-              + f"; masks byte-identical: {'yes' if same else 'no (other thread counts in the model stage)'}")
+    print(f"  sequential (--workers 0, {threads} torch threads): {rate:6.2f} images/s ({wall:.1f} s), "
+          f"steady state {steady:.2f}; peak memory {peak:.2f} GiB")
+    for workers, layout_name, (w_rate, w_steady, w_wall, w_peak), same in runs:
+        print(f"  --workers {workers} ({layout_name}): {w_rate:6.2f} images/s ({w_wall:.1f} s, worker "
+              f"start-up included), steady state {w_steady:.2f}; peak memory {w_peak:.2f} GiB")
+        print(f"    ratio to sequential: {w_rate / rate:.2f} (steady state {w_steady / steady:.2f}); files "
+              f"byte-identical: {'yes' if same else 'NO'}")
     warning = load_warning(cores)
     if warning:
         print(warning)
