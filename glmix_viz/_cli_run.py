@@ -9,14 +9,23 @@ import glob
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ._clihelp import check_model_flag, weights_not_found
 from ._names import DEFAULT_MODEL, FIGURES, FORMATS
-from ._render import ImageArrays, RenderSettings, figures_per_image, output_names, render_image
+from ._pool import TaskResult, WorkerPool
+from ._render import (
+    ImageArrays,
+    RenderSettings,
+    figures_per_image,
+    output_names,
+    render_image,
+    worker_init,
+    worker_task,
+)
 from .capture import SlotCapture, resolve_blocks
 from .figures import default_depth_blocks
 from .fileio import RunInterrupted
@@ -120,7 +129,9 @@ def run(
     its batch's forward. N > 0: this process loads the images and runs the
     forwards; N ``spawn``ed worker processes render and write the files
     (:mod:`glmix_viz._pool`, at most ``2 N`` images in flight), the same bytes.
-    A script calling this with workers needs the ``if __name__ == "__main__":`` guard.
+    This process keeps the caller's torch threads (``glmix-viz`` gives it the
+    cores the workers leave). A script calling this with workers needs the
+    ``if __name__ == "__main__":`` guard.
 
     Unreadable files are skipped (logged by name); an image whose forward or
     figure fails counts as failed (logged by name); both make the command exit
@@ -152,9 +163,9 @@ def run(
     bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="glmix-viz")
     queue: List[Tuple[int, Path, torch.Tensor, np.ndarray]] = []  # (index in paths, path, input, view)
     held: Dict[int, Path] = {}  # submitted to the workers, not finished: index in paths -> path
-    pool = None
+    pool: Optional[WorkerPool] = None
 
-    def finished(results) -> None:
+    def finished(results: List[TaskResult]) -> None:
         nonlocal written, failed, figures
         for key, error in results:
             path = held.pop(key)
@@ -202,9 +213,6 @@ def run(
 
     try:
         if workers and paths:
-            from ._pool import WorkerPool
-            from ._render import worker_init, worker_task
-
             # started now, so that the workers import while this process loads images and runs the model
             pool = WorkerPool(min(workers, len(paths)), worker_init, (settings,), worker_task,
                               name="glmix-viz-worker")
@@ -238,7 +246,8 @@ def run(
     return written, skipped, failed, figures
 
 
-def _stop(pool, finished, held: Sequence[str], settings: RenderSettings) -> None:
+def _stop(pool: WorkerPool, finished: Callable[[List[TaskResult]], None], held: Sequence[str],
+          settings: RenderSettings) -> None:
     """Count what the workers finished, stop them, and remove the temporary files of the images they held
     (a worker killed without unwinding leaves its atomic write's ``.NAME.*`` file)."""
     try:

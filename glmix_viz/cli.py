@@ -4,6 +4,7 @@
     glmix-viz photo.jpg --figure depths           # Fig. 5: blocks 2, 5, 10 (spread over any depth)
     glmix-viz photos/ "more/*.png" --block all --figure hard --save-maps --out slots/
     glmix-viz --demo --format pdf                 # bundled image and weights, no download
+    glmix-viz photos/ --device cuda --workers 4   # figures drawn and written in 4 processes
 
 Figures (``--figure``): ``fig4`` (default), per image and block
 ``NAME_bNN_fig4.EXT``: the input, all dispatch maps with ``--num-repr``
@@ -77,10 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="N >= 1: render and write the figures in N worker processes (one thread each) while "
-                   "this process runs the model on the cores they leave; the same files, byte for byte. "
-                   "0: one image after the other in this process, the better choice on 2 cores "
-                   "(docs/speed.md, 'Figure workers')")
+                   help="render and write the figures in N worker processes (one thread each) while this "
+                   "process runs the model on the cores they leave: the same files, byte for byte, as 0 at "
+                   "the same model thread count (default: 0, one image after the other in this process, the "
+                   "better choice on 2 cores; docs/speed.md, 'Figure workers')")
     p.add_argument("--seed", type=int, default=0,
                    help="random state of the representatives' k-medoids (its default BUILD start is "
                    "deterministic and does not draw from it), the slot colours of --figure hard, and the "

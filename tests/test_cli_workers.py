@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from glmix_viz import cli
-from glmix_viz._pool import usable_cores
+from glmix_viz._pool import PoolStartError, WorkerPool, usable_cores
 
 from .test_cli import _tiny_argv, tiny_ckpt  # noqa: F401  (fixture)
 from .test_pipeline_workers import _alive
@@ -102,6 +102,23 @@ def test_bad_workers_flag(folder, tiny_ckpt, capsys):  # noqa: F811
         cli.main([str(folder), *_tiny_argv(tiny_ckpt), "--workers", "-1"])
     assert err.value.code == 2
     assert "--workers must be 0 (this process) or more, got -1" in capsys.readouterr().err
+
+
+def _cannot_start() -> None:
+    raise ImportError("no such module")
+
+
+def _nothing(state, payload) -> None:
+    pass
+
+
+def test_a_worker_that_cannot_start_stops_the_pool():
+    """A failing ``init`` is an error of the run (glmix-viz: one line naming --workers), not of an image."""
+    pool = WorkerPool(1, _cannot_start, (), _nothing)
+    with pytest.raises(PoolStartError, match=r"a worker process could not start \(exit code 1\)"):
+        pool.submit(0, None)
+        pool.wait_all()
+    assert not any(pool.pids().values())
 
 
 @pytest.mark.slow
