@@ -3,6 +3,7 @@
     python benchmarks/bench_figures.py                    # demo model + bundled image, last block
     python benchmarks/bench_figures.py --rounds 5 --out /tmp/fig4   # also save both renders
     python benchmarks/bench_figures.py --official-repo ~/GLMix      # the release's own code, timed
+    python benchmarks/bench_figures.py --workers 3 --images 64      # glmix-viz on a folder: --workers 0 vs 3
 
 With ``--official-repo`` (a clone of github.com/rayleizhu/GLMix, and
 ``opencv-python-headless``) the release's own ``visualization/utils.py:
@@ -19,6 +20,13 @@ OpenCV is not needed; both are a negligible part of the time.
 
 Ours is ``select_representatives`` (PAM) + ``render_fig4``, on the same maps.
 Both run interleaved, round by round, in one process; medians are reported.
+
+With ``--workers N`` it times whole ``glmix-viz`` runs instead: a folder of
+``--images`` copies of the image, the demo model (or ``--model`` and
+``--checkpoint``), ``--workers 0`` against ``--workers N`` (each a fresh
+process, so imports, model loading and the workers' start-up count; the
+variants interleaved round by round, ``--rounds`` of them), and prints each
+one's median seconds and images/s, and the ratio. Run it alone on the machine.
 """
 from __future__ import annotations
 
@@ -208,18 +216,65 @@ def ours_fig4(view: np.ndarray, maps: np.ndarray, num_repr: int = 4, seed: int =
     return render_fig4(view, maps, reps)
 
 
+def bench_workers(args: argparse.Namespace) -> None:
+    """``glmix-viz`` on a folder, ``--workers 0`` against ``--workers N``, interleaved; medians and ratio."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if args.workers < 1 or args.images < 1 or args.rounds < 1:
+        raise SystemExit(f"--workers {args.workers}, --images {args.images}, --rounds {args.rounds}: "
+                         "expected at least 1 each")
+    with tempfile.TemporaryDirectory(prefix="bench_figures_") as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for i in range(args.images):
+            shutil.copy(args.image, folder / f"img{i:04d}{args.image.suffix}")
+        model = ["--model", args.model] + (["--checkpoint", str(args.checkpoint)] if args.checkpoint else [])
+        base = [sys.executable, "-m", "glmix_viz.cli", str(folder), *model, "--input-size",
+                str(args.input_size), "--figure", args.figure, "--batch-size", str(args.batch_size), "-q"]
+        base += (["--block", args.block] if args.block else []) + (["--save-maps"] if args.save_maps else [])
+        _logger.info("glmix-viz on %d images (%s), %s", args.images, args.image.name, " ".join(base[3:]))
+        times: dict = {0: [], args.workers: []}
+        for r in range(args.rounds):
+            for workers in times:
+                out = Path(tmp) / f"out{workers}_{r}"
+                t0 = time.perf_counter()
+                subprocess.run([*base, "--out", str(out), "--workers", str(workers)], check=True)
+                times[workers].append(time.perf_counter() - t0)
+                shutil.rmtree(out)
+    median = {w: statistics.median(t) for w, t in times.items()}
+    for w, t in median.items():
+        _logger.info("--workers %d: %7.2f s (%.2f images/s; median of %d)", w, t, args.images / t,
+                     len(times[w]))
+    _logger.info("--workers %d / --workers 0: %.2fx the speed", args.workers,
+                 median[0] / median[args.workers])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--image", type=Path, default=DEMO_IMAGE)
-    p.add_argument("--block", default=None, help="GLMix block ordinal (default: the last)")
+    p.add_argument("--block", default=None, help="GLMix block ordinal (default: the last; glmix-viz's)")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=5, help="release renders (ours runs 10x as many)")
     p.add_argument("--out", type=Path, help="also save one render of each here")
     p.add_argument("--official-repo", type=Path,
                    help="a clone of github.com/rayleizhu/GLMix: time its own visualize_a_batch instead of "
                         "the re-implementation (needs opencv-python-headless)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="time glmix-viz runs on a folder instead: --workers 0 against --workers N")
+    p.add_argument("--images", type=int, default=32, help="with --workers: images in the folder")
+    p.add_argument("--figure", default="fig4", help="with --workers: glmix-viz --figure")
+    p.add_argument("--batch-size", type=int, default=8, help="with --workers: glmix-viz --batch-size")
+    p.add_argument("--save-maps", action="store_true", help="with --workers: glmix-viz --save-maps")
+    p.add_argument("--model", default="glnet_demo", help="with --workers: glmix-viz --model")
+    p.add_argument("--checkpoint", type=Path, help="with --workers: glmix-viz --checkpoint")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.workers is not None:
+        bench_workers(args)
+        return
     import matplotlib
 
     matplotlib.use("Agg")

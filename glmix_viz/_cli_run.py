@@ -5,31 +5,30 @@ Kept apart from :mod:`glmix_viz.cli` so that ``glmix-viz --help`` and
 """
 from __future__ import annotations
 
+import glob
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from . import __version__
 from ._clihelp import check_model_flag, weights_not_found
 from ._names import DEFAULT_MODEL, FIGURES, FORMATS
-from .analysis import select_representatives
-from .capture import SlotCapture, resolve_blocks
-from .figures import (
-    array_figure,
-    default_depth_blocks,
-    depths_figure,
-    fig4_figure,
-    render_captioned,
-    render_depths,
-    render_fig4,
-    render_hard_grouping,
-    resize_to_height,
+from ._pool import TaskResult, WorkerPool
+from ._render import (
+    ImageArrays,
+    RenderSettings,
+    figures_per_image,
+    output_names,
+    render_image,
+    worker_init,
+    worker_task,
 )
-from .fileio import RunInterrupted, atomic_write
+from .capture import SlotCapture, resolve_blocks
+from .figures import default_depth_blocks
+from .fileio import RunInterrupted
 from .images import MIN_SIDE, Preprocess, load_image, preprocess
 from .models import default_checkpoint_path
 from .models.weights import Weights, WeightsNotFoundError, find_weights, load_model
@@ -38,7 +37,6 @@ from .untrusted import UntrustedPickleError
 __all__ = ["ModelSource", "build_model", "select_blocks", "run"]
 
 _logger = logging.getLogger("glmix_viz")
-PNG_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -96,124 +94,10 @@ def select_blocks(model: torch.nn.Module, blocks: Optional[Sequence[str]], figur
     return resolve_blocks(model, list(blocks))
 
 
-def _save_png(path: Path, array: np.ndarray, meta: Dict[str, str]) -> None:
-    """A PNG whose text chunks record what made it (``meta``: model, checkpoint, block...)."""
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    for key, value in {**meta, "Software": f"glmix-viz {__version__}"}.items():
-        info.add_itxt(key, value)
-    # zlib level 1: 4.5x faster than Pillow's default 6 on a --scale 2 Fig. 4 (41 vs 183 ms), 12% larger
-    # (benchmarks/bench_figures.py)
-    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", pnginfo=info,
-                                                               compress_level=PNG_LEVEL))
-
-
-def _save_figure(path: Path, fig, meta: Dict[str, str]) -> None:
-    """A matplotlib figure; PDF metadata: ``Subject`` holds ``meta`` as ``key=value; ...``."""
-    subject = "; ".join(f"{k}={v}" for k, v in meta.items())
-    metadata = {"Subject": subject, "Creator": f"glmix-viz {__version__}"}
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:], metadata=metadata))
-
-
 def _stems(paths: Sequence[Path]) -> List[str]:
     """Output names: file stems, made unique with the parent folder when they clash."""
     stems = [p.stem for p in paths]
     return [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
-
-
-def _render_one(
-    name: str,
-    view: np.ndarray,
-    maps: Dict[int, np.ndarray],
-    records: Sequence,
-    index: int,
-    *,
-    out: Path,
-    figure: str,
-    fmt: str,
-    num_repr: int,
-    seed: int,
-    save_maps: bool,
-    provenance: Dict[str, str],
-    scale: float = 2.0,
-) -> int:
-    """Write the figures (and the .npz) of one image; ``maps`` holds its dispatch maps by block ordinal.
-
-    PNGs carry a title (image, model, checkpoint, block) and panel captions,
-    their panels ``scale`` times the model input's height. Every file records
-    ``provenance`` (model, checkpoint) and its blocks (``"ordinal:name"``): PNG
-    text chunks, PDF metadata, ``.npz`` arrays.
-
-    Returns:
-        the number of figure files written.
-    """
-    names = {rec.ordinal: rec.name for rec in records}
-
-    def meta(ordinals) -> Dict[str, str]:
-        return {**provenance, "image": name, "block": ", ".join(f"{o}:{names[o]}" for o in ordinals)}
-
-    need_reps = figure != "hard" or save_maps
-    reps = {o: select_representatives(m, num_repr, seed=seed) for o, m in maps.items()} if need_reps else {}
-    height = max(1, int(round(view.shape[0] * scale)))
-    font = int(min(40, max(12, round(8 * scale))))
-    who = f"{provenance.get('model', '?')} ({provenance.get('checkpoint', '?')})"
-    written = 0
-    if figure == "depths":
-        ordinals = sorted(maps)
-        labels = [f"block {o}" for o in ordinals]
-        path = out / f"{name}_depths.{fmt}"
-        block_maps, block_reps = [maps[o] for o in ordinals], [reps[o] for o in ordinals]
-        if fmt == "png":
-            title = f"{name} | {who} | blocks " + ", ".join(f"{o} ({names[o]})" for o in ordinals)
-            _save_png(path, render_depths(view, block_maps, block_reps, labels, captions=True, title=title,
-                                          height=height, font_size=font), meta(ordinals))
-        else:
-            _save_figure(path, depths_figure(view, block_maps, block_reps, labels, title=name),
-                         meta(ordinals))
-        written += 1
-    else:
-        for o, m in maps.items():
-            title = f"{name} | {who} | block {o} ({names[o]})"
-            if figure == "fig4":
-                path = out / f"{name}_b{o:02d}_fig4.{fmt}"
-                if fmt == "png":
-                    _save_png(path, render_fig4(view, m, reps[o], captions=True, title=title, height=height,
-                                                font_size=font), meta([o]))
-                else:
-                    _save_figure(path, fig4_figure(view, m, reps[o], title=title), meta([o]))
-            else:
-                path = out / f"{name}_b{o:02d}_groups.{fmt}"
-                groups = render_hard_grouping(view, m, seed=seed)
-                panels = [resize_to_height(view, height),
-                          resize_to_height(groups, height, nearest=True)]
-                captions = ["input", f"each pixel's most likely of {m.shape[0]} slots"]
-                if fmt == "png":
-                    _save_png(path, render_captioned(panels, captions, title=title, font_size=font),
-                              meta([o]))
-                else:
-                    _save_figure(path, array_figure(render_captioned(panels, captions), title=title),
-                                 meta([o]))
-            written += 1
-    if save_maps:
-        arrays = {}
-        for rec in records:
-            tag = f"b{rec.ordinal:02d}"
-            arrays[f"{tag}_logits"] = rec.logits[index].cpu().numpy()
-            arrays[f"{tag}_dispatch"] = maps[rec.ordinal]
-            arrays[f"{tag}_grid"] = np.array(rec.grid)
-            arrays[f"{tag}_representatives"] = reps[rec.ordinal]
-        arrays["blocks"] = np.array([f"{r.ordinal}:{r.name}" for r in records])
-        arrays["image"] = view
-        arrays.update({key: np.array(value) for key, value in provenance.items()})  # 0-d strings, no pickle
-
-        def write_npz(tmp: str) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-
-        atomic_write(out / f"{name}.npz", write_npz)
-    return written
 
 
 def run(
@@ -233,16 +117,27 @@ def run(
     num_repr: int = 4,
     provenance: Optional[Dict[str, str]] = None,
     scale: float = 2.0,
+    workers: int = 0,
 ) -> Tuple[int, int, int, int]:
     """Render every image; returns ``(written, skipped, failed)`` image counts and the figure files written.
 
     ``provenance`` (e.g. ``{"model": ..., "checkpoint": ...}``) is recorded in
     every file written, with the image and block; PNG panels are ``scale``
-    times the model input's height (see :func:`_render_one`).
+    times the model input's height (see :func:`glmix_viz._render.render_image`).
+
+    ``workers`` 0: each image's figures are rendered and written here, after
+    its batch's forward. N > 0: this process loads the images and runs the
+    forwards; N ``spawn``ed worker processes render and write the files
+    (:mod:`glmix_viz._pool`, at most ``2 N`` images in flight), the same bytes.
+    This process keeps the caller's torch threads (``glmix-viz`` gives it the
+    cores the workers leave). A script calling this with workers needs the
+    ``if __name__ == "__main__":`` guard.
 
     Unreadable files are skipped (logged by name); an image whose forward or
     figure fails counts as failed (logged by name); both make the command exit
-    non-zero. Every file is written atomically (temporary file, then rename).
+    non-zero. Every file is written atomically (temporary file, then rename);
+    an interrupt (:class:`~glmix_viz.fileio.RunInterrupted`) stops the workers
+    and leaves no temporary file.
     """
     from tqdm import tqdm
 
@@ -254,13 +149,33 @@ def run(
         raise ValueError(f"num_repr={num_repr}: need at least 1 representative")
     if not 0.25 <= scale <= 8:
         raise ValueError(f"scale={scale}: expected 0.25 to 8 (times the model input's height)")
+    if workers < 0:
+        raise ValueError(f"workers={workers}: expected 0 (render in this process) or more")
     targets = select_blocks(model, blocks, figure)
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
+    settings = RenderSettings(out, tuple((o, n) for o, n, _ in targets), figure=figure, fmt=fmt,
+                              num_repr=num_repr, seed=seed, save_maps=save_maps,
+                              provenance=dict(provenance or {}), scale=scale)
+    per_image = figures_per_image(figure, len(targets))
     written = skipped = failed = figures = 0
     names = _stems(paths)
     bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="glmix-viz")
-    queue: List[Tuple[str, Path, torch.Tensor, np.ndarray]] = []
+    queue: List[Tuple[int, Path, torch.Tensor, np.ndarray]] = []  # (index in paths, path, input, view)
+    held: Dict[int, Path] = {}  # submitted to the workers, not finished: index in paths -> path
+    pool: Optional[WorkerPool] = None
+
+    def finished(results: List[TaskResult]) -> None:
+        nonlocal written, failed, figures
+        for key, error in results:
+            path = held.pop(key)
+            if error is None:
+                written += 1
+                figures += per_image
+            else:
+                _logger.error("failed on %s: %s", path, error)
+                failed += 1
+            bar.update(1)
 
     def flush() -> None:
         nonlocal written, failed, figures
@@ -277,13 +192,18 @@ def run(
             queue.clear()
             return
         batch_maps = {rec.ordinal: rec.dispatch_maps().cpu().numpy() for rec in cap.records}
-        for i, (name, path, _, view) in enumerate(queue):
+        batch_logits = {rec.ordinal: rec.logits.cpu().numpy() for rec in cap.records} if save_maps else None
+        grids = {rec.ordinal: tuple(rec.grid) for rec in cap.records}
+        for i, (index, path, _, view) in enumerate(queue):
+            image = ImageArrays(names[index], view, {o: m[i] for o, m in batch_maps.items()}, grids,
+                                None if batch_logits is None else {o: v[i] for o, v in batch_logits.items()})
+            if pool is not None:
+                held[index] = path
+                pool.submit(index, image)  # waits while the workers are full
+                finished(pool.results())
+                continue
             try:
-                figures += _render_one(
-                    name, view, {o: m[i] for o, m in batch_maps.items()}, cap.records, i, out=out,
-                    figure=figure, fmt=fmt, num_repr=num_repr, seed=seed, save_maps=save_maps,
-                    provenance=dict(provenance or {}), scale=scale,
-                )
+                figures += render_image(image, settings)
                 written += 1
             except (ValueError, RuntimeError, OSError) as err:
                 _logger.error("failed on %s: %s", path, err)
@@ -292,7 +212,11 @@ def run(
         queue.clear()
 
     try:
-        for name, path in zip(names, paths):
+        if workers and paths:
+            # started now, so that the workers import while this process loads images and runs the model
+            pool = WorkerPool(min(workers, len(paths)), worker_init, (settings,), worker_task,
+                              name="glmix-viz-worker")
+        for index, path in enumerate(paths):
             try:
                 x, view = preprocess(load_image(path, min_side=MIN_SIDE), config)
             except (ValueError, FileNotFoundError) as err:
@@ -302,10 +226,35 @@ def run(
                 continue
             if queue and (x.shape != queue[0][2].shape or len(queue) >= batch_size):
                 flush()
-            queue.append((name, path, x, view))
+            queue.append((index, path, x, view))
+            if pool is not None:
+                finished(pool.results())
         flush()
+        if pool is not None:
+            finished(pool.wait_all())
+            pool.close()
     except KeyboardInterrupt:
+        if pool is not None:
+            _stop(pool, finished, [names[i] for i in held], settings)
         raise RunInterrupted(written, len(paths)) from None
+    except BaseException:
+        if pool is not None:
+            _stop(pool, finished, [names[i] for i in held], settings)
+        raise
     finally:
         bar.close()
     return written, skipped, failed, figures
+
+
+def _stop(pool: WorkerPool, finished: Callable[[List[TaskResult]], None], held: Sequence[str],
+          settings: RenderSettings) -> None:
+    """Count what the workers finished, stop them, and remove the temporary files of the images they held
+    (a worker killed without unwinding leaves its atomic write's ``.NAME.*`` file)."""
+    try:
+        finished(pool.results())
+    finally:
+        pool.terminate()
+        for name in held:
+            for file in output_names(name, settings):
+                for tmp in settings.out.glob(f".{glob.escape(file)}.*"):
+                    tmp.unlink(missing_ok=True)

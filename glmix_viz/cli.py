@@ -4,6 +4,7 @@
     glmix-viz photo.jpg --figure depths           # Fig. 5: blocks 2, 5, 10 (spread over any depth)
     glmix-viz photos/ "more/*.png" --block all --figure hard --save-maps --out slots/
     glmix-viz --demo --format pdf                 # bundled image and weights, no download
+    glmix-viz photos/ --device cuda --workers 4   # figures drawn and written in 4 processes
 
 Figures (``--figure``): ``fig4`` (default), per image and block
 ``NAME_bNN_fig4.EXT``: the input, all dispatch maps with ``--num-repr``
@@ -76,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="crop: the paper's evaluation centre crop; whole: keep the whole image")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="render and write the figures in N worker processes (one thread each) while this "
+                   "process runs the model on the cores they leave: the same files, byte for byte, as 0 at "
+                   "the same model thread count (default: 0, one image after the other in this process, the "
+                   "better choice on 2 cores; docs/speed.md, 'Figure workers')")
     p.add_argument("--seed", type=int, default=0,
                    help="random state of the representatives' k-medoids (its default BUILD start is "
                    "deterministic and does not draw from it), the slot colours of --figure hard, and the "
@@ -85,6 +91,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+def _workers(requested: int, images: int) -> int:
+    """``--workers`` for ``images`` images (at most one per image); with workers, this process's torch
+    threads are the cores they leave (at least 1: each worker runs one thread), so that the run never
+    has more busy threads than cores. Without workers torch's default stays."""
+    import torch
+
+    from ._pool import usable_cores
+
+    workers = min(requested, images)
+    if workers:
+        torch.set_num_threads(max(1, usable_cores() - workers))
+        _logger.info("%d worker process%s render and write the figures; the model has %d torch thread%s",
+                     workers, "es" * (workers != 1), torch.get_num_threads(),
+                     "s" * (torch.get_num_threads() != 1))
+    return workers
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -111,8 +134,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         parser.error(f"--num-repr must be at least 1, got {args.num_repr}")
     if not 0.25 <= args.scale <= 8:
         parser.error(f"--scale must be between 0.25 and 8, got {args.scale}")
+    if args.workers < 0:
+        parser.error(f"--workers must be 0 (this process) or more, got {args.workers}")
     # torch, timm, matplotlib: only now
     from ._cli_run import build_model, run, select_blocks
+    from ._pool import PoolStartError
     from .images import Preprocess, expand_image_paths
 
     try:
@@ -132,6 +158,10 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"glmix-viz: error: {err}", file=sys.stderr)
         return 2
+    import torch
+
+    threads = torch.get_num_threads()
+    workers = _workers(args.workers, len(paths))  # sets this process's torch threads, restored after
     try:
         written, skipped, failed, figures = run(
             paths, model=model, blocks=blocks or None, out=args.out, config=config, device=device,
@@ -139,12 +169,17 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             progress=not args.quiet and sys.stderr.isatty(), figure=args.figure, fmt=args.format,
             num_repr=args.num_repr,
             provenance={"model": source.weights.model, "checkpoint": source.weights.label},
-            scale=args.scale,
+            scale=args.scale, workers=workers,
         )
+    except PoolStartError as err:
+        print(f"glmix-viz: error: --workers {args.workers}: {err}", file=sys.stderr)
+        return 1
     except RunInterrupted as stop:
         print(f"glmix-viz: interrupted after {stop.done} of {stop.total} images; the files written are "
               "complete (rerun to redo the rest)", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads)
     skipped += len(unmatched)
     (_logger.warning if skipped or failed else _logger.info)(
         "%d figure%s written for %d image%s (%d skipped, %d failed) -> %s", figures, "s" * (figures != 1),

@@ -211,9 +211,9 @@ def test_cli_rejects_bad_num_repr_and_figure(one_image, tiny_ckpt, capsys):
 
 
 def test_cli_figure_failure_counts_as_failed(images, tiny_ckpt, tmp_path, monkeypatch, caplog):
-    from glmix_viz import _cli_run
+    from glmix_viz import _render
 
-    real = _cli_run.render_fig4
+    real = _render.render_fig4
 
     def flaky(image, maps, reps, **kw):  # the first image (a.jpg) fails, the next renders
         if flaky.calls == 0:
@@ -222,7 +222,7 @@ def test_cli_figure_failure_counts_as_failed(images, tiny_ckpt, tmp_path, monkey
         return real(image, maps, reps, **kw)
 
     flaky.calls = 0
-    monkeypatch.setattr(_cli_run, "render_fig4", flaky)
+    monkeypatch.setattr(_render, "render_fig4", flaky)
     out = tmp_path / "o"
     code = cli.main([str(images), "--out", str(out), "--batch-size", "2", *_tiny_argv(tiny_ckpt)])
     assert code == 1

@@ -5,13 +5,12 @@ interrupted run leaves no broken file and a rerun skips finished images.
 Under ``torchrun`` each rank takes the ids ``ids[rank::world_size]``; the
 files are the same as a single process writes. With ``workers`` N > 0 the
 model stage runs in this process and each image's post-processing and
-writes in N worker processes (:mod:`wsss._workers`); the files are again the
+writes in N worker processes (:mod:`glmix_viz._pool`); the files are again the
 same (docs/wsss.md, "At dataset scale").
 """
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from glmix_viz._pool import usable_cores
 from glmix_viz.capture import glmix_blocks
 from glmix_viz.devices import torch_threads
 from glmix_viz.fields import FieldError
@@ -337,14 +337,6 @@ def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
     return list(ids[rank::world_size])
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 #: The most worker processes a run starts by default (each holds the model, or an image's evidence).
 MAX_DEFAULT_WORKERS = 8
 
@@ -578,7 +570,8 @@ def run_pseudo_labels(
             if pool is None:
                 from ._workers import WorkerPool
 
-                pool = WorkerPool(workers, _worker_init, (outputs, stage, worker_threads), _worker_task)
+                pool = WorkerPool(workers, _worker_init, (outputs, stage, worker_threads), _worker_task,
+                                  name="pseudo-labels-worker")
             pool.submit(image_id, (image_id, work, size, classes, _pack(evidence)))
         if pool is not None:
             finished(pool.wait_all())
