@@ -259,9 +259,9 @@ def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
                         "--workers the cores the workers leave)")
     r.add_argument("--workers", type=int,
                    help="worker processes: 0 one image after the other in this process. With the model on "
-                        "the CPU each worker labels whole images on its share of the cores (default: one "
-                        "per core, at most 8); on a GPU this process runs the model and the workers "
-                        "post-process (default: cores-1, at most 8). The files are the same, byte for byte")
+                        "the CPU each worker labels whole images on its share of the cores; on a GPU this "
+                        "process runs the model and the workers post-process. The files are the same, byte "
+                        "for byte (default: one per core on the CPU, cores-1 on a GPU, at most 8)")
 
 
 def _score_args(p: argparse.ArgumentParser) -> None:
