@@ -37,7 +37,7 @@ def tiny_ckpt(tmp_path_factory):
 def args(voc, ckpt, out, *extra):
     return ["-q", "pseudo-labels", "--voc-root", str(voc), "--split", "train", "--model", "test_glnet",
             "--checkpoint", str(ckpt), "--out", str(out), "--blocks", "2,4", "--scales", "1.0,0.5",
-            "--max-side", "160", "--crf-iterations", "3", "--threads", "1", *extra]
+            "--max-side", "160", "--crf-iterations", "3", "--threads", "1", "--workers", "0", *extra]
 
 
 def digest(folder):
@@ -429,7 +429,9 @@ def test_saved_evidence_labels_again_as_the_model_would(reference, tiny_voc, tin
     assert digest(tmp_path / "bg") != digest(reference)  # the settings did change the masks
     for extra, message in ((["--scales", "1"], "--scales: the evidence in"),
                            (["--region-relabel"], "--region-relabel needs the model"),
-                           (["--max-side", "96"], "--max-side 96: the evidence was computed at --max-side")):
+                           (["--max-side", "96"], "--max-side 96: the evidence was computed at --max-side"),
+                           (["--precision", "bfloat16"], "--precision bfloat16: the evidence was computed at "
+                            "--precision float32")):
         assert from_evidence(tmp_path / "bad", *extra) == 2
         assert message in capsys.readouterr().err
     assert from_evidence(tmp_path / "bad2", "--from-evidence", str(reference)) == 2  # saved no evidence

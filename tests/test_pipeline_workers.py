@@ -199,7 +199,9 @@ def test_workers_flag_and_threads_reach_the_run(tiny_voc, tiny_ckpt, tmp_path, m
     monkeypatch.setattr(pipeline, "usable_cores", lambda: 8)
     threads = torch.get_num_threads()
     try:
-        plain = [a for a in args(tiny_voc, tiny_ckpt, tmp_path / "pl") if a not in ("--threads", "1")]
+        plain = args(tiny_voc, tiny_ckpt, tmp_path / "pl")
+        for flag in ("--threads", "--workers"):  # unset: the defaults
+            del plain[plain.index(flag):plain.index(flag) + 2]
         for extra in (["--workers", "3"], ["--workers", "3", "--threads", "2"],
                       ["--workers", "0", "--threads", "3"], ["--workers", "9"], [], ["--region-relabel"]):
             assert cli.main(plain + extra + ["--overwrite", "--device", "cpu"]) == 0

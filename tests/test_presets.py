@@ -122,10 +122,11 @@ def test_manifest_records_settings_sources_and_runner(tmp_path):
     voc = make_emojivoc(tmp_path / "ev", train=1, val=1, seed=5, progress=False)
     out = tmp_path / "pl"
     argv = ["-q", "pseudo-labels", "--voc-root", str(voc), "--out", str(out), "--scales", "1", "--no-crf",
-            "--max-side", "128", "--threads", "1"]
+            "--workers", "0", "--max-side", "128", "--threads", "1"]
     assert cli.main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["sources"]["preset"] == "glnet_demo-emojivoc"
     assert manifest["sources"]["settings"]["evidence.scales"] == "flag --scales"
-    assert manifest["config"]["slots.blocks"] == [2, 5, 10] and manifest["runner"] == {"max_side": 128}
+    assert manifest["config"]["slots.blocks"] == [2, 5, 10]
+    assert manifest["runner"] == {"max_side": 128, "precision": "float32"}
     assert cli.main(argv[:-4] + ["--max-side", "96", "--threads", "1"]) == 2  # other masks: refused

@@ -253,6 +253,9 @@ def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
                    "manifest.json records other settings")
     r.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
     r.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    r.add_argument("--precision", choices=("float32", "bfloat16"),
+                   help="the forwards' precision: bfloat16 runs them under autocast, faster on GPUs (the "
+                        "masks change a little; recorded, and compared on resume) (default: float32)")
     r.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads of the model stage: of each worker when the workers run the model "
                         "(0: the cores shared out), else of this process (0: torch's default, or with "

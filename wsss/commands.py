@@ -278,6 +278,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     overrides, flags = pipeline_overrides(args)
     model = head = None
     max_side = args.max_side or 512
+    precision = args.precision or "float32"
     if args.from_evidence is not None:
         source = _evidence_run(args.from_evidence)
         resolved = _settings_from_evidence(source, overrides, flags, args)
@@ -288,6 +289,11 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
             raise ValueError(f"--max-side {args.max_side}: the evidence was computed at --max-side "
                              f"{saved_side}")
         max_side = saved_side
+        saved_precision = source.get("runner", {}).get("precision", "float32")
+        if args.precision is not None and args.precision != saved_precision:
+            raise ValueError(f"--precision {args.precision}: the evidence was computed at --precision "
+                             f"{saved_precision}")
+        precision = saved_precision
     else:
         model, model_name, weights_file = load_model(args.checkpoint, args.model, args.head)
         resolved = resolve_settings(model, overrides, use_preset=args.preset == "auto",
@@ -308,7 +314,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         ids = ids[: args.limit]
     labels = layout.image_labels(ids, args.labels, args.labels_from)
     run_record = dict(
-        config=flatten(config), runner={"max_side": max_side},
+        config=flatten(config), runner={"max_side": max_side, "precision": precision},
         labels={"source": args.labels_from, "file": str(args.labels) if args.labels else None},
         sources={"preset": resolved.preset, "settings": resolved.sources},
         run={"voc_root": str(args.voc_root), "split": args.split, "limit": args.limit, "device": str(device),
@@ -338,7 +344,7 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         save_scores=args.save_scores, save_evidence=args.save_evidence,
         evidence_dir=Path(args.from_evidence) / "evidence" if args.from_evidence else None, rank=rank,
         world_size=world, progress=progress and rank == 0, workers=workers,
-        worker_threads=worker_threads)
+        worker_threads=worker_threads, precision=precision)
     if world > 1:
         t = torch.tensor([counts["written"], counts["skipped"], counts["failed"]])
         torch.distributed.all_reduce(t)

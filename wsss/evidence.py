@@ -274,11 +274,17 @@ def _output_stride(model: nn.Module) -> int:
 MAX_BATCH_PIXELS = 1 << 22
 
 
+#: ``compute_evidence(precision=...)``: the forwards' autocast dtype (``None``: none, float32 throughout).
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+
+
 def _forward_passes(model: nn.Module, inputs: Sequence[torch.Tensor], weight: torch.Tensor,
-                    slot_blocks: Sequence[int], slot_pass: Optional[int],
-                    max_pixels: int) -> Tuple[List[torch.Tensor], List[SlotRecord]]:
+                    slot_blocks: Sequence[int], slot_pass: Optional[int], max_pixels: int,
+                    precision: str = "float32") -> Tuple[List[torch.Tensor], List[SlotRecord]]:
     """The CAM ``(O', h', w')`` of each input ``(3, h, w)``, and the slots of ``slot_blocks`` in pass
-    ``slot_pass``; inputs of one size run as batches of at most ``max_pixels`` pixels (at least one image)."""
+    ``slot_pass``; inputs of one size run as batches of at most ``max_pixels`` pixels (at least one image),
+    under autocast to ``precision`` (CAMs and slot logits returned in float32)."""
+    dtype = PRECISIONS[precision]
     by_size: dict = {}
     for i, x in enumerate(inputs):
         by_size.setdefault(tuple(x.shape), []).append(i)
@@ -289,15 +295,16 @@ def _forward_passes(model: nn.Module, inputs: Sequence[torch.Tensor], weight: to
         for first in range(0, len(members), per_batch):
             chunk = members[first:first + per_batch]
             batch = torch.stack([inputs[i] for i in chunk])
-            if slot_pass in chunk:
-                with SlotCapture(model, list(slot_blocks)) as cap:
+            with torch.autocast(batch.device.type, dtype=dtype, enabled=dtype is not None):
+                if slot_pass in chunk:
+                    with SlotCapture(model, list(slot_blocks)) as cap:
+                        out = _cams(model, batch, weight)
+                    k = chunk.index(slot_pass)  # SlotCapture records the whole batch: keep that pass's
+                    slots = [SlotRecord(r.name, r.ordinal, r.logits[k:k + 1].to(torch.float32, copy=True),
+                                        r.grid) for r in cap.records]
+                else:
                     out = _cams(model, batch, weight)
-                k = chunk.index(slot_pass)  # SlotCapture records the whole batch: keep that pass's
-                slots = [SlotRecord(r.name, r.ordinal, r.logits[k:k + 1].clone(), r.grid)
-                         for r in cap.records]
-            else:
-                out = _cams(model, batch, weight)
-            for i, cam in zip(chunk, out):
+            for i, cam in zip(chunk, out.float()):
                 cams[i] = cam
     return cams, slots
 
@@ -359,7 +366,7 @@ def _sum_terms(total: torch.Tensor, cams: Sequence[torch.Tensor], terms: Sequenc
 def compute_evidence(
     model: nn.Module, image: torch.Tensor, classes: Sequence[int], head: ClassHead,
     config: EvidenceConfig = EvidenceConfig(), slot_blocks: Sequence[int] = (),
-    max_batch_pixels: int = MAX_BATCH_PIXELS,
+    max_batch_pixels: int = MAX_BATCH_PIXELS, precision: str = "float32",
 ) -> Evidence:
     """Multi-scale, flipped CAMs of ``classes`` and the slots of ``slot_blocks``.
 
@@ -376,7 +383,11 @@ def compute_evidence(
             the unflipped pass at the first scale (``PseudoLabelConfig.capture_blocks()``).
         max_batch_pixels: the most pixels of one forward (:data:`MAX_BATCH_PIXELS`; the image count
             times its size; 1: one pass per forward). The results differ at float rounding only.
+        precision: ``"float32"``, or ``"bfloat16"``: the forwards under autocast (mixed precision:
+            faster on GPUs, and on CPUs with bfloat16 units); the CAMs are combined in float32.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     classes = tuple(int(c) for c in classes)
     if any(not 1 <= c <= len(VOC_FOREGROUND) for c in classes):
         raise ValueError(f"classes must be VOC foreground indices 1..20, got {classes}")
@@ -389,7 +400,8 @@ def compute_evidence(
     # count (the forwards' batches do not), so the files are the same in any process layout.
     with torch_threads(1):
         inputs, terms, slot_pass = _plan_passes(image, config, stride, bool(slot_blocks))
-    cams, slots = _forward_passes(model, inputs, weight, slot_blocks, slot_pass, max_batch_pixels)
+    cams, slots = _forward_passes(model, inputs, weight, slot_blocks, slot_pass, max_batch_pixels,
+                                  precision)
     with torch_threads(1):
         total = _sum_terms(image.new_zeros(len(rows), H, W), cams, terms, stride)
         per_class = torch.stack([total[[index[r] for r in head.groups[c - 1]]].amax(0) for c in classes]) \

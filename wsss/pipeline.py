@@ -26,7 +26,7 @@ from glmix_viz.fields import FieldError
 from glmix_viz.fileio import RunInterrupted, atomic_write
 from glmix_viz.images import MIN_SIDE, load_image, normalize
 
-from .evidence import MAX_BATCH_PIXELS, ClassHead, Evidence, EvidenceConfig, compute_evidence
+from .evidence import MAX_BATCH_PIXELS, PRECISIONS, ClassHead, Evidence, EvidenceConfig, compute_evidence
 from .refine import (
     BackgroundParams,
     ConfidentRegions,
@@ -428,6 +428,7 @@ class _ModelStage:
     model: torch.nn.Module
     head: ClassHead
     max_batch_pixels: int
+    precision: str
 
 
 def _worker_init(outputs: _Outputs, stage: Optional[_ModelStage], threads: int) -> tuple:
@@ -450,7 +451,8 @@ def _worker_task(state: tuple, payload: tuple) -> None:
     if classes and stage is not None:
         ev_config, blocks = outputs.config.evidence, outputs.config.capture_blocks()
         evidence = compute_evidence(stage.model, normalize(work), classes, stage.head, ev_config,
-                                    slot_blocks=blocks, max_batch_pixels=stage.max_batch_pixels)
+                                    slot_blocks=blocks, max_batch_pixels=stage.max_batch_pixels,
+                                    precision=stage.precision)
     elif classes and evidence is None and outputs.evidence_dir is not None:
         evidence = read_evidence(Path(outputs.evidence_dir) / f"{image_id}.npz")
     model, head = (stage.model, stage.head) if stage is not None else (None, None)
@@ -463,7 +465,7 @@ def run_pseudo_labels(
     device: torch.device = torch.device("cpu"), max_side: int = 512, save_scores: bool = False,
     save_evidence: bool = False, evidence_dir: Optional[Path] = None, rank: int = 0, world_size: int = 1,
     progress: bool = True, workers: int = 0, worker_threads: Optional[int] = None,
-    max_batch_pixels: int = MAX_BATCH_PIXELS,
+    max_batch_pixels: int = MAX_BATCH_PIXELS, precision: str = "float32",
 ) -> Dict[str, int]:
     """Write ``out/<id>.png`` for this rank's share of ``ids``; returns counts.
 
@@ -486,12 +488,16 @@ def run_pseudo_labels(
         worker_threads: torch threads of each worker (default: the usable cores shared out
             among the workers when they run the model, else 1).
         max_batch_pixels: see :func:`wsss.evidence.compute_evidence` (a memory bound, not a setting).
+        precision: the forwards' precision (:func:`wsss.evidence.compute_evidence`; ``"bfloat16"``
+            changes the masks a little: docs/wsss.md, "At dataset scale").
 
     Returns:
         ``{"written", "skipped" (already there), "failed"}`` for this rank.
     """
     from tqdm import tqdm
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     extras = [name for name, on in (("scores", save_scores), ("evidence", save_evidence)) if on]
@@ -505,7 +511,7 @@ def run_pseudo_labels(
     config.capture_blocks()  # the blocks are known before the first image
     stage = None  # the model, for workers that run it
     if workers and model is not None and device.type == "cpu":
-        stage = _ModelStage(model, head, max_batch_pixels)
+        stage = _ModelStage(model, head, max_batch_pixels, precision)
     elif workers and config.regions is not None:
         _logger.warning("region relabelling needs the model, which runs in this process: post-processing "
                         "here too (--workers 0)")
@@ -560,7 +566,7 @@ def run_pseudo_labels(
             elif classes and stage is None:
                 evidence = compute_evidence(model, normalize(work).to(device), classes, head, config.evidence,
                                             slot_blocks=config.capture_blocks(),
-                                            max_batch_pixels=max_batch_pixels)
+                                            max_batch_pixels=max_batch_pixels, precision=precision)
             if not workers:
                 _finish_image(outputs, image_id, work, size, classes, evidence, model, head, device)
                 counts["written"] += 1

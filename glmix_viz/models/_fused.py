@@ -134,8 +134,9 @@ def compiling() -> bool:
 
 
 def applies(x: torch.Tensor) -> bool:
-    """Whether a call on ``x`` may take the fused path: a plain CPU float32 tensor, no autograd, and no
-    tracer (FX, ``torch.jit.trace``) or compiler (``torch.compile``, ``torch.export``) watching.
+    """Whether a call on ``x`` may take the fused path: a plain CPU float32 tensor, no autograd, no CPU
+    autocast (its dtypes are the plain layers'), and no tracer (FX, ``torch.jit.trace``) or compiler
+    (``torch.compile``, ``torch.export``) watching.
 
     Callers test ``torch.jit.is_scripting()`` and :func:`compiling` before their module's switch and eval
     mode, and this last.
@@ -145,6 +146,7 @@ def applies(x: torch.Tensor) -> bool:
         and x.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
         and not torch.jit.is_tracing()
         and not compiling()
     )
