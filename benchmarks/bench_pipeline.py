@@ -22,7 +22,7 @@ or another registered model with random weights and its ImageNet head:
    first N), the ratios, the peak memory of the whole process tree (sampled),
    and whether the files are byte-identical to the sequential run's.
 
-Run it alone on the machine: it warns when the load average says other jobs run.
+Run it alone on the machine: it warns when the load average at its start says other jobs run.
 """
 from __future__ import annotations
 
@@ -242,9 +242,6 @@ def main() -> None:
               f"start-up included), steady state {w_steady:.2f}; peak memory {w_peak:.2f} GiB")
         print(f"    ratio to sequential: {w_rate / rate:.2f} (steady state {w_steady / steady:.2f}); files "
               f"byte-identical: {'yes' if same else 'NO'}")
-    warning = load_warning(cores)
-    if warning:
-        print(warning)
 
 
 if __name__ == "__main__":
