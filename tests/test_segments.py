@@ -31,7 +31,6 @@ from glmix_viz.analysis import (
     slot_segments,
 )
 
-
 # ----------------------------------------------------------------------------- brute force
 
 
@@ -173,7 +172,8 @@ def test_accumulation_equals_one_big_confusion_matrix_and_brute_force():
         preds.append(brute_oracle(seg, gt))
         conf.update(preds[-1], gt)
     gts = [gt for _, gt in cases]
-    whole = confusion_matrix(np.concatenate([p.ravel() for p in preds]), np.concatenate([g.ravel() for g in gts]))
+    whole = confusion_matrix(np.concatenate([p.ravel() for p in preds]),
+                             np.concatenate([g.ravel() for g in gts]))
     summary = acc.summary()
     np.testing.assert_array_equal(summary.confusion, whole)
     np.testing.assert_array_equal(conf.confusion, whole)
@@ -367,10 +367,23 @@ def test_slic_is_deterministic_and_near_n():
         slic_segments(img.astype(np.float32), 48)
 
 
+def test_slic_on_the_demo_photo_gives_about_n():
+    from PIL import Image
+
+    from glmix_viz._names import DEMO_IMAGE
+
+    with Image.open(DEMO_IMAGE) as im:
+        img = np.asarray(im.convert("RGB"))
+    for n in (16, 64, 256):
+        seg = slic_segments(img, n)
+        assert n // 2 <= segment_count(seg) <= n  # SLIC's count is near n, usually below
+
+
 def test_kmeans_is_deterministic_and_upsampled_nearest():
     rng = np.random.default_rng(7)
     centres = rng.normal(size=(8, 16)) * 5
-    feats = (centres[rng.integers(0, 8, 14 * 14)] + rng.normal(size=(14 * 14, 16)) * 0.1).T.reshape(16, 14, 14)
+    pixels = centres[rng.integers(0, 8, 14 * 14)] + rng.normal(size=(14 * 14, 16)) * 0.1  # 8 clear clusters
+    feats = pixels.T.reshape(16, 14, 14)
     a = kmeans_segments(feats, k=8, size=(56, 56), seed=0)
     np.testing.assert_array_equal(a, kmeans_segments(feats, k=8, size=(56, 56), seed=0))
     low = kmeans_segments(feats, k=8, seed=0)
