@@ -20,7 +20,8 @@ needs it to:
   reaches the whole process group; the parent alone decides). On
   :meth:`WorkerPool.terminate` each gets SIGTERM, which raises in the task so
   that files being written atomically are removed, then exits; one that does
-  not within a timeout is killed. A worker whose parent died stops by itself.
+  not within a timeout is killed. A worker whose parent died stops by itself
+  (at once on Linux: the parent's death sends it SIGTERM).
 
 Each worker has its own task queue and result pipe, so a dying worker cannot
 leave a shared queue locked, and the parent always knows which task it held.
@@ -68,10 +69,24 @@ def _on_sigterm(signum, frame) -> None:
     raise _Terminated()
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask for SIGTERM when the parent dies (``PR_SET_PDEATHSIG``): a parent killed without
+    stopping its workers (SIGKILL, the OOM killer) then stops a running task at once, not after it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the queue's timeout below notices a dead parent
+        pass
+
+
 def _worker_main(tasks, results, init: Callable, init_args: tuple, task: Callable) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _die_with_parent()
     parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():
+        return  # it died before the request above
     try:
         state = init(*init_args)
         results.send((_READY, None))

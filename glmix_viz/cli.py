@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 from . import __version__
 from ._clihelp import HelpFormatter, device_from_flag
 from ._names import DEFAULT_MODEL, DEMO_IMAGE, FIGURES, FORMATS, OFFICIAL_MODELS
-from .fileio import RunInterrupted, check_output_dir
+from .fileio import RunInterrupted, check_output_dir, sigterm_interrupts
 
 _logger = logging.getLogger("glmix_viz")
 
@@ -112,9 +112,10 @@ def _workers(requested: int, images: int) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``glmix-viz``; returns the exit status (0 ok, 1 some images failed, 2 bad usage,
-    130 interrupted)."""
+    130 interrupted: Ctrl-C or SIGTERM)."""
     try:
-        return _main(argv)
+        with sigterm_interrupts():
+            return _main(argv)
     except KeyboardInterrupt:
         print("glmix-viz: interrupted", file=sys.stderr)
         return 130

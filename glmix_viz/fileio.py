@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Iterator, Union
 
-__all__ = ["RunInterrupted", "atomic_write", "check_output_dir"]
+__all__ = ["RunInterrupted", "atomic_write", "check_output_dir", "sigterm_interrupts"]
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
@@ -74,3 +77,22 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, done: int, total: int) -> None:
         super().__init__(f"interrupted after {done} of {total} images")
         self.done, self.total = done, total
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, a batch scheduler's time limit) interrupts the main thread as
+    Ctrl-C does: ``KeyboardInterrupt``, so temporary files are removed and worker processes stopped.
+    The handler before is restored after; outside the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -158,14 +158,10 @@ def test_bad_workers_flag(tiny_voc, tiny_ckpt, tmp_path, capsys):  # noqa: F811
     assert "--workers -1: expected 0 (one image after the other) or more" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_the_workers_and_the_rerun_completes(sequential, tiny_voc, tiny_ckpt, tmp_path):  # noqa: F811
-    """SIGINT to a running 2-worker run: exit 130 with one line, no traceback, no partial file, no worker
-    process left; the rerun completes to the same bytes."""
+def _start_and_wait_for_a_png(argv, out: Path):
+    """Start pseudo-labels; return the process and its children's pids once a first PNG is in ``out``."""
     import psutil
 
-    out = tmp_path / "out"
-    argv = args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "2")
     proc = subprocess.Popen([sys.executable, "-m", "wsss.cli", *argv], stderr=subprocess.PIPE, text=True)
     deadline, children = time.time() + 300, set()
     while proc.poll() is None and time.time() < deadline and not [
@@ -173,7 +169,20 @@ def test_ctrl_c_stops_the_workers_and_the_rerun_completes(sequential, tiny_voc, 
         children |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
         time.sleep(0.02)
     children |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
-    proc.send_signal(signal.SIGINT)
+    return proc, children
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_the_workers_and_the_rerun_completes(sequential, tiny_voc, tiny_ckpt, tmp_path,  # noqa: F811
+                                                          signum):
+    """SIGINT (Ctrl-C) or SIGTERM (a batch scheduler's time limit) to a running 2-worker run: exit 130 with
+    one line, no traceback, no partial file, no worker process left; the rerun completes to the same
+    bytes."""
+    out = tmp_path / "out"
+    argv = args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "2")
+    proc, children = _start_and_wait_for_a_png(argv, out)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
@@ -188,23 +197,38 @@ def test_ctrl_c_stops_the_workers_and_the_rerun_completes(sequential, tiny_voc, 
     assert np.all([p.stat().st_size > 0 for p in out.rglob("*.png")])
 
 
-def test_workers_flag_and_threads_reach_the_run(tiny_voc, tiny_ckpt, tmp_path, monkeypatch):  # noqa: F811
-    """--workers reaches run_pseudo_labels; with the model on the CPU the workers run it, on the cores shared
-    out (or --threads each) while this process keeps one thread; region relabelling runs there too."""
-    from wsss import commands
+_KILLED_PARENT = """
+import sys, time
+from glmix_viz._pool import WorkerPool
 
-    seen = []
-    monkeypatch.setattr(commands, "run_pseudo_labels", lambda *a, workers, worker_threads, **k: seen.append(
-        (workers, worker_threads, torch.get_num_threads())) or {"written": 0, "skipped": 0, "failed": 0})
-    monkeypatch.setattr(pipeline, "usable_cores", lambda: 8)
-    threads = torch.get_num_threads()
-    try:
-        plain = args(tiny_voc, tiny_ckpt, tmp_path / "pl")
-        for flag in ("--threads", "--workers"):  # unset: the defaults
-            del plain[plain.index(flag):plain.index(flag) + 2]
-        for extra in (["--workers", "3"], ["--workers", "3", "--threads", "2"],
-                      ["--workers", "0", "--threads", "3"], ["--workers", "9"], [], ["--region-relabel"]):
-            assert cli.main(plain + extra + ["--overwrite", "--device", "cpu"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    assert seen == [(3, 2, 1), (3, 2, 1), (0, None, 3), (9, 1, 1), (8, 1, 1), (8, 1, 1)]
+def init():
+    return None
+
+def task(state, seconds):
+    time.sleep(seconds)
+
+if __name__ == "__main__":
+    with WorkerPool(2, init, (), task) as pool:
+        pool.submit(0, 120)
+        pool.submit(1, 120)
+        while not all(w.ready for w in pool._workers):
+            pool.results(timeout=0.1)
+        time.sleep(0.5)  # both tasks running
+        print(" ".join(str(pid) for pid in pool.pids()), flush=True)
+        time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_of_a_killed_parent_stop_at_once(tmp_path):
+    """SIGKILL to the pool's process (nothing of it runs): the kernel sends its workers SIGTERM, so they stop
+    in the middle of their 120 s tasks, within seconds."""
+    script = tmp_path / "parent.py"
+    script.write_text(_KILLED_PARENT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    workers = [int(pid) for pid in proc.stdout.readline().split()]
+    assert len(workers) == 2 and not set(workers) - set(_alive(workers, wait_s=0))
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not _alive(workers, wait_s=5.0)

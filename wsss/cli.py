@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Set
 from glmix_viz import __version__
 from glmix_viz._clihelp import HelpFormatter
 from glmix_viz.fields import FieldError
-from glmix_viz.fileio import RunInterrupted, check_output_dir
+from glmix_viz.fileio import RunInterrupted, check_output_dir, sigterm_interrupts
 
 from .voc import LABEL_SOURCES
 
@@ -308,9 +308,10 @@ def _parser(wanted: Optional[Set[str]] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``glmix-wsss``; returns the exit status (0 ok, 1 failed, 2 bad usage,
-    130 interrupted)."""
+    130 interrupted: Ctrl-C or SIGTERM)."""
     try:
-        return _main(argv)
+        with sigterm_interrupts():
+            return _main(argv)
     except RunInterrupted as stop:
         print(f"glmix-wsss: interrupted after {stop.done} of {stop.total} images; rerun the same command to "
               "resume", file=sys.stderr)
