@@ -2,7 +2,8 @@
 # Set up .venv (idempotent) and run the demo or the test suite.
 #   bash scripts/quickstart.sh demo   # slots of the bundled model on the bundled image -> glmix-viz-demo/
 #   bash scripts/quickstart.sh test   # the whole test suite (what CI runs)
-# Needs only Python >= 3.10 with pip and venv. Set PYTHON to choose the interpreter.
+# Needs only Python >= 3.10 with pip and venv (test: also Chromium, installed with apt-get when missing).
+# Set PYTHON to choose the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-demo}"; shift || true
@@ -28,6 +29,19 @@ if [ "$installed" = false ]; then
   PIP_NO_BINARY=scikit-learn-extra PIP_CONSTRAINT="$PWD/build-constraints.txt" \
     "$venv/bin/python" -m pip install --disable-pip-version-check -q "${cons[@]}" -e "$extras"
   touch "${ready[0]}"
+fi
+
+if [ "$what" = test ] && [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
+    && ! command -v chromium-browser >/dev/null 2>&1; then
+  # tests/test_report.py renders the HTML reports in headless Chromium; without it that test fails, it never skips
+  sudo=(); [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo=(sudo)
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "[quickstart] installing chromium (apt-get) for the browser tests of the HTML reports"
+    "${sudo[@]}" apt-get update -q && "${sudo[@]}" apt-get install -y -q chromium \
+      || echo "[quickstart] could not install chromium: the browser tests will fail" >&2
+  else
+    echo "[quickstart] no chromium and no apt-get: install Chromium (or set CHROMIUM) for the browser tests" >&2
+  fi
 fi
 
 if [ "$what" = demo ]; then

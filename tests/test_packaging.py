@@ -1,4 +1,5 @@
-"""The wheel built from this tree carries every data file the code reads, and runs outside the tree."""
+"""The wheel built from this tree carries every data file and template the code reads, and runs outside
+the tree."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -45,9 +46,11 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_holds_every_data_file(wheel):
     with zipfile.ZipFile(wheel) as z:
         held = set(z.namelist())
-    expected = {p.relative_to(ROOT).as_posix() for package in ("glmix_viz", "wsss")
-                for p in (ROOT / package / "data").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    expected = {p.relative_to(ROOT).as_posix()
+                for package in ("glmix_viz", "wsss") for folder in ("data", "templates")
+                for p in (ROOT / package / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert len(expected) > 100  # the emoji sprites, the demo weights and image, the class mapping
+    assert "wsss/templates/report.html" in expected  # glmix-wsss report's page
     assert not expected - held, sorted(expected - held)[:5]
 
 

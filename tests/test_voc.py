@@ -1,10 +1,13 @@
-"""VOC layout reading on the real VOC 2012 sample."""
+"""VOC layout reading (glmix_viz.voc, re-exported as wsss.voc) on the real VOC 2012 sample."""
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from wsss.voc import (
+from glmix_viz.voc import (
     VOC_PALETTE,
     VOCLayout,
     id_to_key,
@@ -18,6 +21,17 @@ from wsss.voc import (
 from .conftest import DATA
 
 VOC_SAMPLE = DATA / "voc_sample"
+
+
+def test_wsss_voc_re_exports_the_reader_below_both_packages():
+    import glmix_viz.voc
+    import wsss.voc
+
+    assert wsss.voc.__all__ == glmix_viz.voc.__all__
+    assert all(getattr(wsss.voc, name) is getattr(glmix_viz.voc, name) for name in glmix_viz.voc.__all__)
+    code = "import sys, glmix_viz.voc; print(sorted(m for m in sys.modules if m.split('.')[0] == 'wsss'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # glmix_viz never imports wsss
 
 
 def test_palette_matches_official_masks():

@@ -73,6 +73,10 @@ A rerun into the same --out resumes; with other settings it stops (--overwrite r
     "score": """examples:
   glmix-wsss score --voc-root ~/data/VOC --split train --pred pl/
   glmix-wsss score --voc-root ~/data/VOC --split train --pred pl/ --sweep-bg --thresholds 0.10:0.40:0.05""",
+    "report": """examples:
+  glmix-wsss report --pred pl/ --voc-root data/emojivoc --split train --out report.html
+  glmix-wsss report --from-json score.json --out report.html     # the summary only, without the masks
+One HTML file, images embedded: it opens offline and can be sent as it is.""",
 }
 
 
@@ -281,6 +285,19 @@ def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresholds", default="0.05:0.60:0.05", help="start:stop:step for --sweep-bg")
 
 
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pred", type=Path, help="folder of <id>.png label maps (with --voc-root)")
+    p.add_argument("--voc-root", type=Path, help="folder holding VOCdevkit/VOC2012 (ground truth and images)")
+    p.add_argument("--split", help="image list: ImageSets/Segmentation/SPLIT.txt (default: train)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N ids of the split")
+    p.add_argument("--from-json", type=Path, metavar="FILE",
+                   help="instead of --pred and --voc-root: the results score --json wrote (the summary "
+                        "parts; no gallery)")
+    p.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    p.add_argument("--gallery", type=int, default=6,
+                   help="images in each of the gallery's worst and best lists, by per-image mIoU")
+
+
 def _parser(wanted: Optional[Set[str]] = None) -> argparse.ArgumentParser:
     """The parser; ``wanted``: the commands whose options are added (``None``: all). ``glmix-wsss --help``
     and ``--version`` need none, and then import no torch."""
@@ -298,6 +315,8 @@ def _parser(wanted: Optional[Set[str]] = None) -> argparse.ArgumentParser:
         ("pseudo-labels", "pseudo-masks of a split from image-level labels (palette PNGs)",
          _pseudo_labels_args),
         ("score", "mIoU of predicted masks against a split's ground truth", _score_args),
+        ("report", "predicted masks against a split's ground truth as one HTML page: IoU, confusion, "
+         "precision, recall, worst and best images", _report_args),
     )
     for name, text, add_options in commands:
         command = sub.add_parser(name, help=text, formatter_class=HelpFormatter, epilog=_EXAMPLES[name])
@@ -337,7 +356,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             if missing:
                 raise ValueError(f"pseudo-labels: the following arguments are required: {', '.join(missing)} "
                                  "(all but --show-config)")
-        if getattr(args, "out", None) is not None:  # checked before any work
+        if getattr(args, "out", None) is not None and args.command != "report":  # checked before any work
             try:
                 check_output_dir(args.out)
             except ValueError as err:
@@ -359,6 +378,10 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             from .commands import score_command
 
             return score_command(args)
+        elif args.command == "report":
+            from .commands import report_command
+
+            return report_command(args, progress=progress)
     except FieldError as err:  # the library names the setting, the CLI its flag
         print(f"glmix-wsss: error: {err.with_names(FLAGS)}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The ``train``, ``pseudo-labels`` and ``score`` subcommands: arguments in, library calls out."""
+"""The ``train``, ``pseudo-labels``, ``score`` and ``report`` subcommands: arguments in, library calls out."""
 from __future__ import annotations
 
 import argparse
@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from glmix_viz._clihelp import check_model_flag, device_from_flag, weights_not_found
+from glmix_viz.fileio import atomic_write, check_output_dir
 from glmix_viz.untrusted import load_npz
 
 from .evidence import ClassHead
 from .manifest import RunFolderError, make_manifest, prepare_run_folder
-from .metrics import ConfusionAccumulator
+from .metrics import ConfusionAccumulator, summarize
 from .pipeline import run_pseudo_labels
 from .refine import BackgroundParams, labels_from_scores, with_background
 from .voc import VOC_FOREGROUND, VOCLayout, read_mask
@@ -365,6 +366,24 @@ def _table(summary: Dict) -> str:
     return "\n".join(rows)
 
 
+def score_summary(confusion: np.ndarray, images: int, split: str, missing: List[str]) -> Dict:
+    """What ``score --json`` writes: :func:`wsss.metrics.summarize`, the split, the counts, the confusion
+    matrix (``report`` draws it)."""
+    summary = summarize(confusion)
+    summary.update(split=split, images=images, missing=len(missing), missing_ids=missing[:20],
+                   confusion=np.asarray(confusion).tolist())
+    return summary
+
+
+def _write_json(path: Path, summary: Dict) -> None:
+    """``summary`` as indented JSON, written atomically; the confusion matrix one row a line."""
+    text = json.dumps({k: v for k, v in summary.items() if k != "confusion"}, indent=1)
+    if "confusion" in summary:
+        rows = ",\n  ".join(json.dumps(row) for row in summary["confusion"])
+        text = f'{text[:-2]},\n "confusion": [\n  {rows}\n ]\n}}'
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
 def score_command(args: argparse.Namespace) -> int:
     layout = VOCLayout(args.voc_root)
     ids = layout.ids(args.split)
@@ -382,13 +401,75 @@ def score_command(args: argparse.Namespace) -> int:
             missing.append(image_id)
             continue
         acc.add(read_mask(path), read_mask(layout.mask(image_id)))
-    summary = acc.summary()
-    summary.update(split=args.split, images=acc.count, missing=len(missing), missing_ids=missing[:20])
+    summary = score_summary(acc.confusion, acc.count, args.split, missing)
     print(_table(summary))
     print(f"{acc.count} images scored, {len(missing)} listed ids without a prediction"
           + (f" (e.g. {', '.join(missing[:3])})" if missing else ""))
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+        _write_json(args.json, summary)
+    return 1 if missing else 0
+
+
+def report_command(args: argparse.Namespace, progress: bool = True) -> int:
+    """``glmix-wsss report``: the masks (or a ``score --json`` file) scored, as one HTML page."""
+    from .report import render_report, score_masks, summary_from_json, write_report
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out}: a folder; expected the path of the .html file to write")
+    try:
+        check_output_dir(out.parent)
+    except ValueError as err:
+        raise ValueError(f"--out {err}") from None
+    if args.gallery < 0:
+        raise ValueError(f"--gallery {args.gallery}: expected 0 (no gallery) or more images")
+    missing: List[str] = []
+    if args.from_json is not None:
+        given = [flag for flag, value in (("--pred", args.pred), ("--voc-root", args.voc_root),
+                                          ("--split", args.split), ("--limit", args.limit or None))
+                 if value is not None]
+        if given:
+            raise ValueError("--from-json: the score file holds finished numbers; give it or "
+                             f"{', '.join(given)}, not both")
+        try:
+            summary = summary_from_json(args.from_json)
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"--from-json {err}") from None
+        page = render_report(summary, source=f"scores from {args.from_json}")
+    else:
+        if args.pred is None or args.voc_root is None:
+            raise ValueError("report: give --pred and --voc-root (the masks), or --from-json (a score --json "
+                             "file)")
+        try:
+            layout = VOCLayout(args.voc_root)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"--voc-root: {err}") from None
+        split = args.split or "train"
+        try:
+            ids = layout.ids(split)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"--split: {err}") from None
+        if args.limit:
+            ids = ids[: args.limit]
+        if not args.pred.is_dir():
+            raise FileNotFoundError(f"--pred {args.pred}: no such folder (expected a folder of <id>.png "
+                                    "label maps)")
+        try:
+            scored = score_masks(args.pred, layout, ids, progress=progress)
+        except ValueError as err:
+            raise ValueError(f"--pred {err}") from None
+        missing = scored.missing
+        if not scored.images:
+            raise ValueError(f"--pred {args.pred}: none of the {len(ids)} ids of split {split} has a "
+                             f"prediction (<id>.png), e.g. {', '.join(ids[:3])}")
+        summary = score_summary(scored.confusion, len(scored.images), split, missing)
+        source = f"predictions {args.pred} against {layout.voc}, split {split} ({len(ids)} listed ids)"
+        page = render_report(summary, source=source, scored=scored, layout=layout, pred_dir=args.pred,
+                             gallery=args.gallery, progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_report(out, page)
+    print(f"{out}: mIoU {100 * summary['miou']:.2f}, {summary.get('images', '?')} images"
+          + (f", {len(missing)} listed ids without a prediction" if missing else ""))
     return 1 if missing else 0
 
 
