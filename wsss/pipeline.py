@@ -3,10 +3,10 @@
 Each image's PNG is written to a temporary file and renamed, so an
 interrupted run leaves no broken file and a rerun skips finished images.
 Under ``torchrun`` each rank takes the ids ``ids[rank::world_size]``; the
-files are the same as a single process writes. With ``workers`` N > 0 the
-model stage runs in this process and each image's post-processing and
-writes in N worker processes (:mod:`glmix_viz._pool`); the files are again the
-same (docs/wsss.md, "At dataset scale").
+files are the same as a single process writes. With ``workers`` N > 0, N
+worker processes (:mod:`glmix_viz._pool`) label whole images when the model
+is on the CPU, or post-process the evidence this process computes on a GPU;
+the files are again the same (docs/wsss.md, "At dataset scale").
 """
 from __future__ import annotations
 
