@@ -26,8 +26,8 @@ from .slots import render_slot_labels
 
 __all__ = [
     "finite", "png_bytes", "png_from_array", "img_tag", "swatch", "json_script",
-    "METHOD_LABELS", "METRIC_LABELS", "class_overlay", "metrics_across_depth", "gallery_row", "GalleryEntry",
-    "render_evaluation_page",
+    "DPI", "OVERLAY_ALPHA", "METHOD_LABELS", "METRIC_LABELS", "class_overlay", "metrics_across_depth",
+    "gallery_row", "GalleryEntry", "render_evaluation_page",
 ]
 
 DPI = 100
