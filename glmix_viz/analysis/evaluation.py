@@ -9,7 +9,7 @@ Per image and block (:meth:`SlotEvaluation.update`), every segmentation is at th
 | ``slots`` | :func:`slot_segments` (the hard slot map) | ``n``, its distinct slots |
 | ``slic``, ``grid`` | :func:`slic_segments` of the image, :func:`grid_segments` | ``n`` |
 | ``kmeans`` | :func:`kmeans_segments` of the block's ``norm1`` features | ``min(K, h w)`` clusters |
-| ``groups`` | :func:`group_segments` (k-medoids of the slots) | ``g <= k`` |
+| ``groups`` | as :func:`group_segments` (k-medoids of the slots) | ``g <= k`` |
 | ``groups_slic``, ``groups_grid`` | SLIC, grid | ``g`` |
 
 Each method's images go into a :class:`~glmix_viz.analysis.segments.SegmentScoreAccumulator`;
@@ -28,6 +28,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .medoids import cluster_slots
 from .segments import (
     ClassConfusion,
     SegmentScoreAccumulator,
@@ -35,7 +36,6 @@ from .segments import (
     SegmentSummary,
     dispatch_entropy,
     grid_segments,
-    group_segments,
     kmeans_segments,
     segment_count,
     slic_segments,
@@ -106,7 +106,8 @@ def block_segmentations(
     base = _baselines or _Baselines(image)
     slots = slot_segments(maps, (H, W))
     n = segment_count(slots)
-    grouped = group_segments(maps, (H, W), k=groups, seed=seed)
+    # group_segments(maps, (H, W), k=groups, seed=seed), without upsampling the maps a second time
+    grouped = cluster_slots(np.asarray(maps, np.float64), groups, seed=seed).labels[slots]
     g = segment_count(grouped)
     f = np.asarray(features)
     if f.ndim != 3:
