@@ -123,7 +123,8 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--voc-root", type=Path, default=None, metavar="DIR",
                    help="VOC 2012 layout: the folder that holds VOCdevkit/ (required)")
     p.add_argument("--split", default="val", help="image list ImageSets/Segmentation/SPLIT.txt")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N ids of the split (0: all)")
+    p.add_argument("--limit", type=int, default=0, metavar="N",
+                   help="the first N ids of the split (default: 0, every id)")
     p.add_argument("--demo", action="store_true", help="the bundled demo model (as --model glnet_demo)")
     p.add_argument("--model", default=None,
                    help=f"model name ({', '.join(OFFICIAL_MODELS)}, glnet_demo), as glmix-viz --model "
@@ -144,7 +145,8 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", type=int, default=6, metavar="N",
                    help="worst and best images each in the report's gallery (0: none)")
     p.add_argument("--seed", type=int, default=0,
-                   help="random state of the groups' k-medoids, of k-means and of the slot colours")
+                   help="random state of the groups' k-medoids, of k-means and of the slot colours "
+                   "(default: 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--out", type=Path, default=Path("glmix-viz-eval"), help="output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
