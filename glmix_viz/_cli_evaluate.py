@@ -175,7 +175,8 @@ def render_gallery(layout: VOCLayout, run: EvaluationRun, *, model: torch.nn.Mod
                    blocks: Sequence[Tuple[int, str]], config: Preprocess, device: torch.device, k: int,
                    seed: int = 0, progress: bool = False) -> list:
     """The gallery's rows (:class:`~glmix_viz.figures.report.GalleryEntry`): the worst and best images by
-    the last block's oracle mIoU, each run through the model again (the same forward, so the same maps)."""
+    the last block's oracle mIoU, each run through the model again (the same forward with the same hooks,
+    so the same maps)."""
     from tqdm import tqdm
 
     from .figures.report import GalleryEntry, gallery_row
@@ -190,7 +191,7 @@ def render_gallery(layout: VOCLayout, run: EvaluationRun, *, model: torch.nn.Mod
             for rank, position in enumerate(positions, 1):
                 image_id, miou = run.per_image[position]
                 sample = _load(layout, image_id, config)
-                maps, _ = _forward(model, shown, sample.x, device)
+                maps, _ = _forward(model, [o for o, _ in blocks], sample.x, device)  # the same hooks
                 size = sample.mask.shape
                 slot_maps = [(f"block {o}: hard slots", slot_segments(maps[o], size), maps[o].shape[0])
                              for o in shown]
