@@ -5,6 +5,7 @@
     glmix-viz photos/ "more/*.png" --block all --figure hard --save-maps --out slots/
     glmix-viz --demo --format pdf                 # bundled image and weights, no download
     glmix-viz photos/ --device cuda --workers 4   # figures drawn and written in 4 processes
+    glmix-viz evaluate --voc-root data/ --out eval/   # slots scored on VOC masks (evaluate --help)
 
 Figures (``--figure``): ``fig4`` (default), per image and block
 ``NAME_bNN_fig4.EXT``: the input, all dispatch maps with ``--num-repr``
@@ -19,6 +20,11 @@ Weights: ``--checkpoint PATH`` if given; else the official file for ``--model``
 in the torch hub cache (``~/.cache/torch/hub/checkpoints/NAME.pth``). A named
 model without weights is an error; without ``--model``, ``glnet_stl`` gives way to
 the bundled demo model, announced in one line.
+
+``glmix-viz evaluate``: the first argument ``evaluate`` (not an image: write ``./evaluate`` for a file of
+that name) scores the slots of every GLMix block on a VOC split's masks against same-size baselines and
+writes ``metrics.json``, ``metrics.csv``, ``depths.png`` and ``report.html`` (``glmix-viz evaluate
+--help``; docs/slot-metrics.md).
 """
 from __future__ import annotations
 
@@ -39,7 +45,8 @@ _logger = logging.getLogger("glmix_viz")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glmix-viz",
-        description="Render the semantic slots of GLNet's GLMix blocks for images.",
+        description="Render the semantic slots of GLNet's GLMix blocks for images. "
+        "'glmix-viz evaluate --help': score them on VOC masks against baselines.",
         formatter_class=HelpFormatter,
         epilog="examples:\n" + "\n".join(line.replace("    glmix-viz", "  glmix-viz", 1)
                                           for line in (__doc__ or "").splitlines()
@@ -93,6 +100,121 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+EVALUATE = "evaluate"  # glmix-viz evaluate ...: the subcommand, when it comes first
+_EVALUATE_EXAMPLES = """examples:
+  glmix-viz evaluate --voc-root data/ --split val --out eval/            # every block, default model
+  glmix-viz evaluate --voc-root data/ --demo --limit 50 --block 2,5,10   # bundled demo model, 50 images
+  glmix-viz evaluate --voc-root data/ --model glnet_4g --device cuda --out eval-4g/
+"""
+
+
+def _evaluate_parser() -> argparse.ArgumentParser:
+    """``glmix-viz evaluate``'s arguments (no image positionals)."""
+    p = argparse.ArgumentParser(
+        prog="glmix-viz evaluate",
+        description="Score the hard slot maps (and their k representative groups) of GLMix blocks on a VOC "
+        "split's masks: oracle mIoU, purity, ARI, FG-ARI, boundary precision/recall/F, segment and region "
+        "counts, dispatch entropy, beside SLIC, a regular grid and k-means of the block's features with "
+        "the same number of segments. Writes OUT/metrics.json, metrics.csv, depths.png and report.html "
+        "(docs/slot-metrics.md).",
+        formatter_class=HelpFormatter,
+        epilog=_EVALUATE_EXAMPLES,
+    )
+    p.add_argument("--voc-root", type=Path, default=None, metavar="DIR",
+                   help="VOC 2012 layout: the folder that holds VOCdevkit/ (required)")
+    p.add_argument("--split", default="val", help="image list ImageSets/Segmentation/SPLIT.txt")
+    p.add_argument("--limit", type=int, default=0, metavar="N",
+                   help="the first N ids of the split (default: 0, every id)")
+    p.add_argument("--demo", action="store_true", help="the bundled demo model (as --model glnet_demo)")
+    p.add_argument("--model", default=None,
+                   help=f"model name ({', '.join(OFFICIAL_MODELS)}, glnet_demo), as glmix-viz --model "
+                   f"(default: {DEFAULT_MODEL} if its weights are in the hub cache, else the bundled demo "
+                   "model)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="weights file (default: --model's file in the torch hub cache)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="read the checkpoint with Python's full pickle, which lets the file run any code on "
+                   "this machine: only for files you made or fully trust")
+    p.add_argument("--block", action="append", default=None, metavar="N",
+                   help="GLMix block: 1-based ordinal, a module name, or 'all'; repeatable or "
+                   "comma-separated (default: all)")
+    p.add_argument("--input-size", type=int, default=224,
+                   help="the model sees the whole image, its shorter side this many px (as --resize whole)")
+    p.add_argument("--groups", type=int, default=4, metavar="K",
+                   help="representative groups per block (k-medoids of the slots)")
+    p.add_argument("--gallery", type=int, default=6, metavar="N",
+                   help="worst and best images each in the report's gallery (0: none)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random state of the groups' k-medoids, of k-means and of the slot colours "
+                   "(default: 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--out", type=Path, default=Path("glmix-viz-eval"), help="output folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+    p.add_argument("--version", action="version", version=f"glmix-viz {__version__}")
+    return p
+
+
+def _evaluate_main(argv: Sequence[str]) -> int:
+    """``glmix-viz evaluate``: exit 0 ok, 1 some ids skipped (or none evaluated), 2 bad usage, 130
+    interrupted."""
+    args = _evaluate_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="glmix-viz: %(message)s")
+    try:
+        # checks that need no torch first
+        if args.voc_root is None:
+            raise ValueError("--voc-root: required: the folder that holds VOCdevkit/ (a VOC 2012 layout)")
+        if args.limit < 0:
+            raise ValueError(f"--limit {args.limit}: expected 0 (every id) or more")
+        if args.groups < 1:
+            raise ValueError(f"--groups {args.groups}: expected 1 or more")
+        if args.gallery < 0:
+            raise ValueError(f"--gallery {args.gallery}: expected 0 (no gallery) or more")
+        if args.input_size < 32:
+            raise ValueError(f"--input-size {args.input_size}: expected 32 or more (the network's stride)")
+        if args.demo and (args.model not in (None, "glnet_demo") or args.checkpoint is not None):
+            raise ValueError("--demo runs the bundled demo model; give it or --model/--checkpoint, not both")
+        try:
+            check_output_dir(args.out)
+        except ValueError as err:
+            raise ValueError(f"--out {err}") from None
+        from .voc import VOCLayout
+
+        try:
+            layout = VOCLayout(args.voc_root)
+        except FileNotFoundError as err:
+            raise ValueError(f"--voc-root: {err}") from None
+        try:
+            ids = layout.ids(args.split)
+        except FileNotFoundError as err:
+            raise ValueError(f"--split: {err}") from None
+        if args.limit:
+            ids = ids[: args.limit]
+        if not ids:
+            raise ValueError(f"--split {args.split}: {layout.split_file(args.split)} lists no id")
+        # torch, timm, matplotlib: only now
+        from ._cli_run import build_model, select_blocks
+        from .images import Preprocess
+
+        config = Preprocess(input_size=args.input_size, mode="whole")
+        device = device_from_flag(args.device)
+        model, source = build_model("glnet_demo" if args.demo else args.model, args.checkpoint,
+                                    trust=args.trust_checkpoint, seed=args.seed)
+        (_logger.warning if source.fallback else _logger.info)(source.description)
+        blocks = [b for spec in (args.block or []) for b in spec.split(",") if b]
+        try:
+            targets = select_blocks(model, blocks or ["all"])
+        except ValueError as err:
+            raise ValueError(f"--block {','.join(blocks)}: {err}") from None
+    except (ValueError, FileNotFoundError) as err:
+        print(f"glmix-viz: error: {err}", file=sys.stderr)
+        return 2
+    from ._cli_evaluate import run_command
+
+    return run_command(args, layout, ids, model=model, source=source, blocks=[(o, n) for o, n, _ in targets],
+                       config=config, device=device)
+
+
 def _workers(requested: int, images: int) -> int:
     """``--workers`` for ``images`` images (at most one per image); with workers, this process's torch
     threads are the cores they leave (at least 1: each worker runs one thread), so that the run never
@@ -113,8 +235,11 @@ def _workers(requested: int, images: int) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``glmix-viz``; returns the exit status (0 ok, 1 some images failed, 2 bad usage,
     130 interrupted: Ctrl-C or SIGTERM)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with sigterm_interrupts():
+            if argv[:1] == [EVALUATE]:
+                return _evaluate_main(argv[1:])
             return _main(argv)
     except KeyboardInterrupt:
         print("glmix-viz: interrupted", file=sys.stderr)

@@ -5,6 +5,8 @@ Layout (``root`` is the folder that holds ``VOCdevkit``)::
     root/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
     root/VOCdevkit/VOC2012/SegmentationClass/<id>.png         palette PNG, 0..20, 255 = void
     root/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png      (SBD-augmented masks, optional)
+    root/VOCdevkit/VOC2012/SegmentationObject/<id>.png        instance masks (optional): 0 background,
+                                                              1..N instances, 255 = void
     root/VOCdevkit/VOC2012/ImageSets/Segmentation/<split>.txt
     root/VOCdevkit/VOC2012/Annotations/<id>.xml               detection annotations (object names)
     root/voc12/cls_labels.npy                                 image-level labels (IRN/PSA format)
@@ -213,6 +215,12 @@ class VOCLayout:
         path = self.mask_dir() / f"{image_id}.png"
         aug = self.mask_dir(aug=True) / f"{image_id}.png"
         return path if path.is_file() or not aug.is_file() else aug
+
+    def instance_mask(self, image_id: str) -> Optional[Path]:
+        """The instance mask ``SegmentationObject/<id>.png`` (0 background, 1..N instances, 255 void), or
+        ``None`` when the layout has none for this id (VOC has them for the segmentation splits only)."""
+        path = self.voc / "SegmentationObject" / f"{image_id}.png"
+        return path if path.is_file() else None
 
     def split_file(self, split: str) -> Path:
         for folder in ("Segmentation", "SegmentationAug"):

@@ -12,6 +12,7 @@ from wsss import cli as wsss_cli
 def _parsers():
     viz = viz_cli._parser()
     yield "glmix-viz", viz
+    yield "glmix-viz evaluate", viz_cli._evaluate_parser()
     wsss = wsss_cli._parser()
     yield "glmix-wsss", wsss
     for action in wsss._actions:

@@ -15,7 +15,6 @@ unlabeled, 255, is a miss). Void ground truth is ignored throughout, as in
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 import logging
@@ -29,6 +28,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from glmix_viz import __version__
+from glmix_viz.figures.report import finite as _finite
+from glmix_viz.figures.report import img_tag as _img
+from glmix_viz.figures.report import swatch
 from glmix_viz.fileio import atomic_write
 
 from .metrics import confusion_matrix, iou_from_confusion
@@ -157,29 +159,12 @@ def summary_from_json(path: PathLike) -> Dict:
     return data
 
 
-def _finite(value):
-    """JSON for browsers: NaN and infinities as null, recursively (``json.dumps`` writes ``NaN``)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _pct(value: Optional[float], absent: str = "&ndash;") -> str:
     return absent if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
 def _swatch(label: int) -> str:
-    r, g, b = (int(v) for v in VOC_PALETTE[label])
-    return f'<span class="swatch" style="background: rgb({r}, {g}, {b})"></span>'
+    return swatch(VOC_PALETTE[label])
 
 
 def _class_table(iou: Dict, precision: Optional[np.ndarray], recall: Optional[np.ndarray],

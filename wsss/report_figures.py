@@ -6,10 +6,12 @@ colour in the bars, the legends and the masks.
 """
 from __future__ import annotations
 
-import io
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from glmix_viz.figures.report import class_overlay as overlay  # shared with glmix-viz evaluate
+from glmix_viz.figures.report import png_bytes
 
 from .voc import IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE
 
@@ -17,7 +19,6 @@ __all__ = ["png_bytes", "iou_bars", "precision_recall_bars", "confusion_heatmap"
            "overlay", "UNLABELED"]
 
 UNLABELED = "unlabeled / void"  # label 255: a prediction's unlabeled pixels, the ground truth's void
-OVERLAY_ALPHA = 0.55
 DPI = 100
 
 
@@ -25,16 +26,6 @@ def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI)
-
-
-def png_bytes(fig) -> bytes:
-    """A matplotlib Figure rendered by the Agg canvas as PNG bytes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.08)
-    return buf.getvalue()
 
 
 def _colour(label: int) -> Tuple[float, float, float]:
@@ -106,12 +97,6 @@ def confusion_heatmap(normalised: np.ndarray, row_names: Sequence[str], column_n
     ax.set_ylabel("ground truth")
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="% of the row's pixels")
     return png_bytes(fig)
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """``image`` ``(H, W, 3)`` uint8 blended with the VOC palette colours of ``mask`` ``(H, W)``."""
-    colours = VOC_PALETTE[mask].astype(np.float32)
-    return np.round((1 - alpha) * image.astype(np.float32) + alpha * colours).astype(np.uint8)
 
 
 def _label_points(mask: np.ndarray) -> List[Tuple[int, float, float]]:

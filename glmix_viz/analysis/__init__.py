@@ -1,4 +1,12 @@
 """Analysis of captured slots: arrays in, arrays out."""
+from .evaluation import (
+    ImageEvaluation,
+    SlotEvaluation,
+    block_segmentations,
+    image_miou,
+    method_numbers,
+    summary_dict,
+)
 from .maps import hard_assignment, normalize_by_max, normalize_per_image, upsample_maps
 from .medoids import METHODS, SlotClusters, cluster_slots, distance_matrix, select_representatives
 from .segments import (
@@ -29,12 +37,15 @@ from .segments import (
 __all__ = [
     "BoundaryCounts",
     "ClassConfusion",
+    "ImageEvaluation",
     "METHODS",
     "SegmentScoreAccumulator",
     "SegmentScores",
     "SegmentSummary",
     "SlotClusters",
+    "SlotEvaluation",
     "adjusted_rand",
+    "block_segmentations",
     "boundary_counts",
     "boundary_map",
     "cluster_slots",
@@ -46,8 +57,10 @@ __all__ = [
     "grid_shape",
     "group_segments",
     "hard_assignment",
+    "image_miou",
     "kmeans_segments",
     "mask_boundary",
+    "method_numbers",
     "normalize_by_max",
     "normalize_per_image",
     "oracle_labels",
@@ -57,5 +70,6 @@ __all__ = [
     "select_representatives",
     "slic_segments",
     "slot_segments",
+    "summary_dict",
     "upsample_maps",
 ]

@@ -1,4 +1,5 @@
-"""Capture slot logits, clustering weights and dispatch maps from GLMix blocks."""
-from .slots import SlotCapture, SlotRecord, glmix_blocks, resolve_blocks
+"""Capture slot logits, clustering weights and dispatch maps (and the features clustered) from GLMix
+blocks."""
+from .slots import FeatureCapture, SlotCapture, SlotRecord, glmix_blocks, resolve_blocks
 
-__all__ = ["SlotCapture", "SlotRecord", "glmix_blocks", "resolve_blocks"]
+__all__ = ["FeatureCapture", "SlotCapture", "SlotRecord", "glmix_blocks", "resolve_blocks"]

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..models.glnet import GLMixBlock
 
-__all__ = ["SlotRecord", "SlotCapture", "glmix_blocks", "resolve_blocks"]
+__all__ = ["SlotRecord", "SlotCapture", "FeatureCapture", "glmix_blocks", "resolve_blocks"]
 
 BlockSelector = Union[int, str]
 
@@ -216,3 +216,70 @@ class SlotCapture:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+class FeatureCapture:
+    """Context manager that records the features each chosen GLMix block's clustering compares with its
+    slots: the output of the block's ``norm1``, ``(B, C, H, W)`` at the block's grid.
+
+    Used beside :class:`SlotCapture` (e.g. for a k-means baseline on the same features)::
+
+        with SlotCapture(model, [10]) as cap, FeatureCapture(model, [10]) as feats:
+            model(images)
+        feats[10]           # (B, C, H, W), the last forward's
+
+    Args:
+        model: any model with GLMix blocks.
+        blocks: as :class:`SlotCapture`.
+        to_cpu: move the features to the CPU as float32 as they are captured.
+
+    Attributes:
+        features: block ordinal -> the last forward's features (detached).
+        blocks: the selected ``(ordinal, name)`` pairs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        blocks: Optional[Union[BlockSelector, Iterable[BlockSelector]]] = None,
+        *,
+        to_cpu: bool = False,
+    ) -> None:
+        self._targets = resolve_blocks(model, blocks)
+        self.blocks: List[Tuple[int, str]] = [(o, n) for o, n, _ in self._targets]
+        self.to_cpu = to_cpu
+        self.features: Dict[int, torch.Tensor] = {}
+        self._handles: list = []
+
+    def _hook(self, ordinal: int):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            out = output.detach()
+            self.features[ordinal] = out.float().cpu() if self.to_cpu else out
+
+        return hook
+
+    def __enter__(self) -> "FeatureCapture":
+        if self._handles:
+            raise RuntimeError("FeatureCapture is already active; it cannot be entered twice")
+        self.features = {}
+        try:
+            for ordinal, _, block in self._targets:
+                self._handles.append(block.norm1.register_forward_hook(self._hook(ordinal)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this capture registered (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __getitem__(self, ordinal: int) -> torch.Tensor:
+        if ordinal not in self.features:
+            raise KeyError(f"no features for block {ordinal!r}; captured: {sorted(self.features)}")
+        return self.features[ordinal]

@@ -20,7 +20,7 @@ from .paper import (
     representative_colors,
     resize_to_height,
 )
-from .slots import colormap_lut, render_hard_grouping, render_slot_grid, slot_palette
+from .slots import colormap_lut, render_hard_grouping, render_slot_grid, render_slot_labels, slot_palette
 
 __all__ = [
     "RELEASE_COLORS",
@@ -42,6 +42,7 @@ __all__ = [
     "render_label",
     "render_representatives",
     "render_slot_grid",
+    "render_slot_labels",
     "render_slot_panel",
     "representative_colors",
     "resize_to_height",

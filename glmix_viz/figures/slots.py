@@ -8,7 +8,7 @@ import numpy as np
 
 from ..analysis import hard_assignment
 
-__all__ = ["colormap_lut", "slot_palette", "render_slot_grid", "render_hard_grouping"]
+__all__ = ["colormap_lut", "slot_palette", "render_slot_grid", "render_hard_grouping", "render_slot_labels"]
 
 
 @lru_cache(maxsize=8)
@@ -124,7 +124,40 @@ def render_hard_grouping(
         raise ValueError(f"image must be (h, w, 3) uint8, got shape {image.shape}")
     h, w = image.shape[:2]
     groups = hard_assignment(np.asarray(maps), (h, w))  # (h, w)
-    K = np.asarray(maps).shape[0]
+    return render_slot_labels(image, groups, np.asarray(maps).shape[0], alpha=alpha, mean_color=mean_color,
+                              boundary_color=boundary_color, seed=seed)
+
+
+def render_slot_labels(
+    image: np.ndarray,
+    groups: np.ndarray,
+    num_slots: int,
+    *,
+    alpha: float = 0.55,
+    mean_color: bool = False,
+    boundary_color: Tuple[int, int, int] = (255, 255, 255),
+    seed: int = 0,
+) -> np.ndarray:
+    """A hard slot map drawn as :func:`render_hard_grouping` draws it: slot ``s`` in
+    ``slot_palette(num_slots, seed)[s]`` over the image, boundaries between slots.
+
+    Args:
+        image: uint8 ``(h, w, 3)``.
+        groups: ``(h, w)`` slot indices in ``0..num_slots-1`` (e.g. a hard slot map).
+        num_slots: K, the palette's size.
+
+    Returns:
+        uint8 ``(h, w, 3)``.
+    """
+    image = np.asarray(image)
+    groups = np.asarray(groups)
+    if image.ndim != 3 or image.shape[2] != 3 or groups.shape != image.shape[:2]:
+        raise ValueError(f"image must be (h, w, 3) and groups (h, w), got shapes {image.shape}, "
+                         f"{groups.shape}")
+    if groups.size and (groups.min() < 0 or groups.max() >= num_slots):
+        raise ValueError(f"groups must be slot indices in 0..{num_slots - 1}")
+    h, w = groups.shape
+    K = int(num_slots)
     if mean_color:
         counts = np.bincount(groups.ravel(), minlength=K).clip(min=1)[:, None]
         sums = np.stack([np.bincount(groups.ravel(), image[..., c].ravel(), K) for c in range(3)], 1)
