@@ -147,7 +147,13 @@ def _alive(pids, wait_s: float = 5.0) -> list:
 
 def test_default_workers():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert [pipeline.default_workers(cpu, n) for n in (1, 2, 3, 4, 8, 16, 64)] == [0, 2, 3, 4, 8, 8, 8]
+    plenty = 1 << 40
+    assert [pipeline.default_workers(cpu, n, memory=plenty) for n in (1, 2, 3, 4, 8, 16, 64)] == \
+        [0, 2, 3, 4, 8, 8, 8]
+    gib = 1 << 30  # a worker running the model is planned at 2 GiB; one worker alone is no gain: 0
+    assert [pipeline.default_workers(cpu, 8, memory=m * gib) for m in (3, 4, 7, 100)] == [0, 2, 3, 8]
+    assert pipeline.default_workers(cpu, 8, memory=None) == 8  # memory unknown: no limit
+    assert pipeline.available_memory() is None or pipeline.available_memory() > 0
     assert [pipeline.default_workers(gpu, n) for n in (1, 2, 3, 4, 16)] == [0, 1, 2, 3, 8]
     assert pipeline.default_workers(cpu, 8, model=False) == 7  # --from-evidence: all post-processing
     assert pipeline.usable_cores() == len(os.sched_getaffinity(0))
@@ -232,3 +238,48 @@ def test_workers_of_a_killed_parent_stop_at_once(tmp_path):
     proc.kill()
     proc.communicate(timeout=60)
     assert not _alive(workers, wait_s=5.0)
+
+
+def test_workers_flag_and_threads_reach_the_run(tiny_voc, tiny_ckpt, tmp_path, monkeypatch):  # noqa: F811
+    """--workers reaches run_pseudo_labels; with the model on the CPU the workers run it, on the cores shared
+    out (or --threads each) while this process keeps one thread; region relabelling runs there too."""
+    from wsss import commands
+
+    seen = []
+    monkeypatch.setattr(commands, "run_pseudo_labels", lambda *a, workers, worker_threads, **k: seen.append(
+        (workers, worker_threads, torch.get_num_threads())) or {"written": 0, "skipped": 0, "failed": 0})
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 8)
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 1 << 40)
+    threads = torch.get_num_threads()
+    try:
+        plain = args(tiny_voc, tiny_ckpt, tmp_path / "pl")
+        for flag in ("--threads", "--workers"):  # unset: the defaults
+            del plain[plain.index(flag):plain.index(flag) + 2]
+        for extra in (["--workers", "3"], ["--workers", "3", "--threads", "2"],
+                      ["--workers", "0", "--threads", "3"], ["--workers", "9"], [], ["--region-relabel"]):
+            assert cli.main(plain + extra + ["--overwrite", "--device", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [(3, 2, 1), (3, 2, 1), (0, None, 3), (9, 1, 1), (8, 1, 1), (8, 1, 1)]
+
+
+def test_on_a_gpu_this_process_runs_the_model_and_the_workers_post_process(monkeypatch):
+    """The GPU layout's threads: cores - 1 single-threaded workers (at most 8), the model stage the core
+    they leave; --threads sets the model stage's; region relabelling keeps the model here: 0 workers."""
+    import argparse
+
+    from wsss import commands
+    from wsss.pipeline import PseudoLabelConfig
+    from wsss.regions import RegionParams
+
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 8)
+    gpu, threads = torch.device("cuda"), torch.get_num_threads()
+    plain, relabel = PseudoLabelConfig(), PseudoLabelConfig(regions=RegionParams())
+    try:
+        seen = [(commands._workers(argparse.Namespace(workers=w, threads=t), gpu, 1, c, True),
+                 torch.get_num_threads()) for w, t, c in ((None, 0, plain), (3, 0, plain), (3, 2, plain),
+                                                          (None, 0, relabel))]
+    finally:
+        torch.set_num_threads(threads)
+    assert seen[:3] == [((7, None), 1), ((3, None), 5), ((3, None), 2)]
+    assert seen[3][0] == (0, None)

@@ -245,16 +245,18 @@ def _workers(args: argparse.Namespace, device: torch.device, world: int, config,
     each worker's count, and this process, which only reads images, keeps one. Otherwise this process runs
     the model with ``--threads`` (else the cores the single-threaded workers leave, at least 1; without
     workers torch's default: every core)."""
-    from .pipeline import default_workers, usable_cores
+    from .pipeline import available_memory, default_workers, usable_cores
 
     cores = max(1, usable_cores() // world)  # torchrun: the ranks share the machine
+    memory = available_memory()
+    memory = None if memory is None else memory // world
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers {args.workers}: expected 0 (one image after the other) or more")
     in_workers = with_model and device.type == "cpu"
     workers = args.workers
     if workers is None:  # region relabelling needs the model: on a GPU it stays in this process
-        workers = 0 if config.regions is not None and not in_workers else default_workers(device, cores,
-                                                                                           model=with_model)
+        workers = 0 if config.regions is not None and not in_workers else default_workers(
+            device, cores, model=with_model, memory=memory)
     worker_threads = None
     if workers and in_workers:
         worker_threads = args.threads if args.threads > 0 else max(1, cores // workers)
