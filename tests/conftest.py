@@ -65,6 +65,14 @@ def _seeded():
     np.random.seed(0)
 
 
+def sigint_default() -> None:
+    """``preexec_fn`` of a child that must take Ctrl-C: SIGINT back to its default. A shell starts
+    background jobs (``pytest ... &``) with SIGINT ignored, and children inherit that."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_after_first_output(cmd, out: Path, *, timeout: float = 300.0):
     """Run ``cmd``, send it SIGINT once a finished PNG is in ``out`` (not an atomic write's temporary one).
 
@@ -75,7 +83,7 @@ def interrupt_after_first_output(cmd, out: Path, *, timeout: float = 300.0):
     import subprocess
     import time
 
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     deadline = time.time() + timeout
     while proc.poll() is None and time.time() < deadline and not [
         p for p in out.glob("*.png") if not p.name.startswith(".")

@@ -17,6 +17,7 @@ from PIL import Image
 from glmix_viz import cli
 from glmix_viz._pool import PoolStartError, WorkerPool, usable_cores
 
+from .conftest import sigint_default
 from .test_cli import _tiny_argv, tiny_ckpt  # noqa: F401  (fixture)
 from .test_pipeline_workers import _alive
 
@@ -135,7 +136,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(tmp_path, tiny_ckpt
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "glmix_viz.cli", str(many), *_tiny_argv(tiny_ckpt),
                              "--batch-size", "1", "--save-maps", "--workers", "2", "--out", str(out)],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     deadline, children = time.time() + 300, set()
     while proc.poll() is None and time.time() < deadline and not [
             p for p in out.glob("*.png") if not p.name.startswith(".")]:

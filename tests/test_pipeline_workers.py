@@ -16,6 +16,7 @@ import torch
 from wsss import cli, pipeline
 from wsss._workers import WorkerPool
 
+from .conftest import sigint_default
 from .test_pipeline import args, tiny_ckpt, tiny_voc  # noqa: F401  (fixtures)
 
 
@@ -168,7 +169,8 @@ def _start_and_wait_for_a_png(argv, out: Path):
     """Start pseudo-labels; return the process and its children's pids once a first PNG is in ``out``."""
     import psutil
 
-    proc = subprocess.Popen([sys.executable, "-m", "wsss.cli", *argv], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "wsss.cli", *argv], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)
     deadline, children = time.time() + 300, set()
     while proc.poll() is None and time.time() < deadline and not [
             p for p in out.glob("*.png") if not p.name.startswith(".")]:
