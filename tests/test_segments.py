@@ -424,3 +424,20 @@ def test_bad_inputs_are_named():
         group_segments(np.zeros((1, 4, 3, 3)), (6, 6))
     with pytest.raises(ValueError, match="n must be"):
         grid_shape(10, 10, 0)
+
+
+def test_boundary_counts_cache_follows_the_mask_content():
+    """The ground truth's side is cached by the mask's bytes: a mask changed in place (same object) is
+    scored afresh, and a repeated one gives the same counts as the first time."""
+    from glmix_viz.analysis.segments import boundary_counts
+
+    seg = np.zeros((20, 20), np.int64)
+    seg[:, 10:] = 1
+    mask = np.zeros((20, 20), np.uint8)
+    mask[:, 10:] = 3
+    first = boundary_counts(seg, mask)
+    assert boundary_counts(seg, mask) == first and first.recall == 100.0
+    mask[:, 10:] = 0  # in place: no boundary left in the ground truth
+    mask[:, 15:] = 3
+    moved = boundary_counts(seg, mask)
+    assert moved != first and moved.recall == 0.0
