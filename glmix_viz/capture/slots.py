@@ -124,7 +124,45 @@ class SlotRecord:
         return SlotRecord(self.name, self.ordinal, self.logits.to(device), self.grid)
 
 
-class SlotCapture:
+class _BlockHooks:
+    """Forward hooks on one module of each selected GLMix block (:meth:`_module`), registered on entering
+    the ``with`` block and always removed on leaving it, also when the forward raises."""
+
+    _targets: list
+    _handles: list
+
+    def _module(self, block: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        raise NotImplementedError
+
+    def _hook(self, name: str, ordinal: int):
+        raise NotImplementedError
+
+    def __enter__(self):
+        if self._handles:
+            raise RuntimeError(f"{type(self).__name__} is already active; it cannot be entered twice")
+        self._reset()
+        try:
+            for ordinal, name, block in self._targets:
+                self._handles.append(self._module(block).register_forward_hook(self._hook(name, ordinal)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this capture registered (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class SlotCapture(_BlockHooks):
     """Context manager that records slot logits of chosen GLMix blocks.
 
     Hooks are registered on ``__enter__`` and always removed on ``__exit__``,
@@ -176,26 +214,11 @@ class SlotCapture:
 
         return hook
 
-    def __enter__(self) -> "SlotCapture":
-        if self._handles:
-            raise RuntimeError("SlotCapture is already active; it cannot be entered twice")
+    def _module(self, block: nn.Module) -> nn.Module:
+        return block.slot_tap
+
+    def _reset(self) -> None:
         self.records = []
-        try:
-            for ordinal, name, block in self._targets:
-                self._handles.append(block.slot_tap.register_forward_hook(self._hook(name, ordinal)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook this capture registered (idempotent)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
 
     def clear(self) -> None:
         """Forget the records (e.g. between batches), keeping the hooks."""
@@ -218,7 +241,7 @@ class SlotCapture:
         return len(self.records)
 
 
-class FeatureCapture:
+class FeatureCapture(_BlockHooks):
     """Context manager that records the features each chosen GLMix block's clustering compares with its
     slots: the output of the block's ``norm1``, ``(B, C, H, W)`` at the block's grid.
 
@@ -251,33 +274,18 @@ class FeatureCapture:
         self.features: Dict[int, torch.Tensor] = {}
         self._handles: list = []
 
-    def _hook(self, ordinal: int):
+    def _hook(self, name: str, ordinal: int):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             out = output.detach()
             self.features[ordinal] = out.float().cpu() if self.to_cpu else out
 
         return hook
 
-    def __enter__(self) -> "FeatureCapture":
-        if self._handles:
-            raise RuntimeError("FeatureCapture is already active; it cannot be entered twice")
+    def _module(self, block: nn.Module) -> nn.Module:
+        return block.norm1
+
+    def _reset(self) -> None:
         self.features = {}
-        try:
-            for ordinal, _, block in self._targets:
-                self._handles.append(block.norm1.register_forward_hook(self._hook(ordinal)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook this capture registered (idempotent)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
 
     def __getitem__(self, ordinal: int) -> torch.Tensor:
         if ordinal not in self.features:
