@@ -9,7 +9,8 @@
    classifier, the default pipeline (its per-class IoU too) and the default
    followed by region relabelling, on a freshly generated EmojiVOC train split
    (a seed the demo model never saw), with the background threshold fixed
-   (the default) and swept (best). The grid of variants the defaults were
+   (the default) and swept (best); and the default with the slot blocks
+   ``--blocks auto`` chooses on ``--auto-images`` val images. The grid of variants the defaults were
    chosen from is ``python -m experiments.wsss_ablations``.
 2. Throughput on VOC-size images (500x375): pseudo-labels per second with the
    demo model and with glnet_stl (ImageNet head, random weights), and the CRF
@@ -34,6 +35,7 @@ from glmix_viz.capture import glmix_blocks
 from glmix_viz.images import load_image, normalize
 from glmix_viz.models import load_checkpoint
 from glmix_viz.models.demo import load_demo_model
+from wsss.block_choice import BlockChoice, BlockChoiceParams, choose_blocks_on_split
 from wsss.emojivoc import make_emojivoc
 from wsss.evidence import ClassHead, compute_evidence
 from wsss.metrics import ConfusionAccumulator
@@ -70,16 +72,21 @@ def settings(model, args) -> PseudoLabelConfig:
     return resolve_settings(model, use_preset=getattr(args, "preset", "auto") == "auto").config
 
 
-def quality(model, layout: VOCLayout, ids, args, grid: Sequence[SlotRefineParams] = ()) -> None:
+def quality(model, layout: VOCLayout, ids, args, grid: Sequence[SlotRefineParams] = (),
+            auto: Optional[BlockChoice] = None) -> None:
     """The quality table on ``ids``; ``grid``: more slot variants scored side by side
     (``experiments/wsss_ablations.py``), with CRF rows for the best of them and for the default without its
-    baseline."""
+    baseline; ``auto``: the blocks ``--blocks auto`` chose, as a variant and through the whole pipeline."""
     head = ClassHead.from_model(model)
     default = settings(model, args)
     all_blocks = tuple(range(1, len(glmix_blocks(model)) + 1))
     variants = {"cam": None, STITCHED_CAM: None, **{_variant_name(v): v for v in grid}}
     default_key = _variant_name(default.slots)
     variants.setdefault(default_key, default.slots)
+    auto_key = None
+    if auto is not None:
+        auto_key = _variant_name(replace(default.slots, blocks=auto.blocks))
+        variants.setdefault(auto_key, replace(default.slots, blocks=auto.blocks))
     no_base = replace(default.slots, baseline=0.0)
     if grid:
         variants.setdefault(_variant_name(no_base), no_base)
@@ -110,6 +117,8 @@ def quality(model, layout: VOCLayout, ids, args, grid: Sequence[SlotRefineParams
         crf_rows["slots + crf (base 0, no classifier)"] = (_variant_name(no_base), False)
         crf_rows[f"{best_key} + crf"] = (best_key, False)
     crf_rows["slots + classifier + crf (default)"] = (default_key, True)
+    if auto_key is not None:
+        crf_rows[f"default with --blocks auto ({','.join(map(str, auto.blocks))})"] = (auto_key, True)
     best_bg = {name: float(THRESHOLDS[int(np.nanargmax([a.summary()["miou"] for a in accs[name]]))])
                for name, _ in crf_rows.values()}
     crf_accs = {row: {bg: ConfusionAccumulator() for bg in sorted({bg0, best_bg[name]})}
@@ -151,6 +160,11 @@ def quality(model, layout: VOCLayout, ids, args, grid: Sequence[SlotRefineParams
           f"  (default - best CAM = {100 * (crf - cam_best):+.2f} points; targets: >= +10 and >= 75 mIoU)")
     per_class = [f"{name} {100 * iou:.1f}" for name, iou in default_summary["iou"].items() if iou is not None]
     print(f"  default, IoU per class: {', '.join(per_class)}")
+    if auto is not None:
+        auto_miou = crf_accs[f"default with --blocks auto ({','.join(map(str, auto.blocks))})"][bg0].summary()
+        blocks = ",".join(map(str, default.slots.blocks))
+        print(f"  --blocks auto: {auto.describe()}\n  default blocks {blocks} {100 * crf:.2f} | auto blocks "
+              f"{100 * auto_miou['miou']:.2f} ({100 * (auto_miou['miou'] - crf):+.2f} points)")
 
 
 def throughput(demo, args) -> None:
@@ -222,17 +236,28 @@ def demo_model(checkpoint: Optional[Path]):
 
 
 def quality_on_fresh_split(model, args, grid: Sequence[SlotRefineParams] = ()) -> None:
-    """:func:`quality` on ``args.images`` freshly generated EmojiVOC train images (seed ``args.seed``)."""
+    """:func:`quality` on ``args.images`` freshly generated EmojiVOC train images (seed ``args.seed``); with
+    ``args.auto_images``, ``--blocks auto`` chooses on that many val images of the same seed (after the train
+    images: the train images do not change)."""
+    auto_images = getattr(args, "auto_images", 0)
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=1, seed=args.seed, progress=False)
+        root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=max(1, auto_images), seed=args.seed,
+                             progress=False)
         layout = VOCLayout(root)
-        quality(model, layout, layout.ids("train"), args, grid=grid)
+        auto = None
+        if auto_images:
+            default = settings(model, args)
+            auto = choose_blocks_on_split(model, layout, default.evidence, BlockChoiceParams(
+                count=len(default.slots.blocks), split="val", images=auto_images))
+        quality(model, layout, layout.ids("train"), args, grid=grid, auto=auto)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     quality_args(p)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--auto-images", type=int, default=32,
+                   help="val images --blocks auto chooses the slot blocks on (0: no auto row)")
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args()

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -73,7 +74,7 @@ def pipeline_overrides(args: argparse.Namespace) -> Tuple[Dict[str, object], Dic
         put("evidence.stitch", _numbers(args.stitch, "--stitch", int), "flag --stitch")
     if args.no_flip:
         put("evidence.flip", False, "flag --no-flip")
-    if args.blocks is not None:
+    if args.blocks is not None and not _auto_blocks(args):
         put("slots.blocks", _numbers(args.blocks, "--blocks", int), "flag --blocks")
     for flag, key in (("slot_mix", "slots.mix"), ("slot_sharpness", "slots.sharpness"),
                       ("slot_baseline", "slots.baseline"), ("seed_fg", "classifier.foreground"),
@@ -102,6 +103,35 @@ def pipeline_overrides(args: argparse.Namespace) -> Tuple[Dict[str, object], Dic
         put("background.foreground", values[0], "flag --confident")
         put("background.background", values[1], "flag --confident")
     return out, flags
+
+
+def _auto_blocks(args: argparse.Namespace) -> bool:
+    """``--blocks auto``: the refinement's blocks chosen by oracle mIoU when the run starts."""
+    return getattr(args, "blocks", None) is not None and args.blocks.strip().lower() == "auto"
+
+
+def _choose_blocks(args: argparse.Namespace, model, resolved, layout: VOCLayout, device: torch.device,
+                   max_side: int):
+    """``--blocks auto``: the settings with the slot blocks measured on ``--blocks-split``'s masks, and the
+    measurement's record for the manifest."""
+    from .block_choice import BlockChoiceParams, choose_blocks_on_split
+    from .presets import Resolved
+
+    config = resolved.config
+    if config.slots is None:
+        raise ValueError("--blocks auto: the slot refinement is off (--method cam); it chooses its blocks")
+    if args.blocks_images < 1:
+        raise ValueError(f"--blocks-images {args.blocks_images}: expected 1 or more images")
+    params = BlockChoiceParams(count=len(config.slots.blocks), split=args.blocks_split,
+                               images=args.blocks_images)
+    try:
+        choice = choose_blocks_on_split(model, layout, config.evidence, params, device=device,
+                                        max_side=max_side)
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"--blocks auto (--blocks-split {args.blocks_split}): {err}") from None
+    config = replace(config, slots=replace(config.slots, blocks=choice.blocks))
+    sources = {**resolved.sources, "slots.blocks": f"flag --blocks auto: {choice.describe()}"}
+    return Resolved(config, sources, resolved.preset), choice.record()
 
 
 def _pos_weight(text: str) -> Tuple[float, ...]:
@@ -282,7 +312,11 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
     model = head = None
     max_side = args.max_side or 512
     precision = args.precision or "float32"
+    choice = None
     if args.from_evidence is not None:
+        if _auto_blocks(args):
+            raise ValueError("--blocks auto measures the blocks with the model: not with --from-evidence "
+                             "(give the blocks, e.g. those in the evidence run's manifest)")
         source = _evidence_run(args.from_evidence)
         resolved = _settings_from_evidence(source, overrides, flags, args)
         model_name, head_name = source["model"], source["head"]
@@ -302,6 +336,9 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
         resolved = resolve_settings(model, overrides, use_preset=args.preset == "auto",
                                     override_sources=flags)
         head_name, weights = args.head, weights_file
+        if _auto_blocks(args):
+            resolved, choice = _choose_blocks(args, model.to(device), resolved, VOCLayout(args.voc_root),
+                                              device, max_side)
     if args.show_config:
         print(f"model: {model_name} ({weights or 'bundled demo weights'}); "
               f"preset: {resolved.preset or 'none'}")
@@ -324,6 +361,8 @@ def pseudo_labels_command(args: argparse.Namespace, progress: bool) -> int:
              "save_scores": args.save_scores, "save_evidence": args.save_evidence, "world_size": world,
              "from_evidence": str(args.from_evidence) if args.from_evidence else None, "workers": workers},
     )
+    if choice is not None:
+        run_record["run"]["block_choice"] = choice
     if model is not None:
         try:
             head = ClassHead.imagenet(model) if args.head == "imagenet" else ClassHead.from_model(model)
