@@ -89,10 +89,11 @@ def test_every_doc_is_linked_from_the_readme_and_links_back():
         assert "../README.md" in _relative_links(doc.read_text()), f"docs/{doc.name} links back to the README"
 
 
-def test_readme_tree_lists_every_module():
-    """Each module of glmix_viz and wsss appears in the tree, under its package (``models/glnet.py``)."""
-    tree = re.search(r"## What is inside\n+```\n(.*?)```", README, re.S)
-    assert tree, "the README has a 'What is inside' tree"
+def test_layout_tree_lists_every_module():
+    """Each module of glmix_viz and wsss appears in docs/layout.md's tree, under its package
+    (``models/glnet.py``)."""
+    tree = re.search(r"```\n(glmix_viz/.*?)```", (ROOT / "docs" / "layout.md").read_text(), re.S)
+    assert tree, "docs/layout.md has the tree of the code"
     listed, top = set(), ""
     for line in tree.group(1).splitlines():
         if re.match(r"\w+/", line):  # a top-level folder: glmix_viz/, wsss/
@@ -101,7 +102,7 @@ def test_readme_tree_lists_every_module():
         listed.update(f"{top}/{name}" for name in names)
     modules = {p.relative_to(ROOT).as_posix() for package in ("glmix_viz", "wsss")
                for p in (ROOT / package).rglob("*.py") if p.name != "__init__.py"}
-    assert not sorted(modules - listed), f"add to the README's 'What is inside': {sorted(modules - listed)}"
+    assert not sorted(modules - listed), f"add to docs/layout.md's tree: {sorted(modules - listed)}"
 
 
 def test_readme_test_count_is_current():
