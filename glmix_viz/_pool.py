@@ -6,7 +6,8 @@ re-exports it). Imports neither torch nor matplotlib: the tasks do.
 
 :class:`WorkerPool` runs ``task(state, payload)`` in ``workers`` processes
 (``spawn`` context: safe with torch and CUDA in the parent), each started with
-``state = init(*init_args)``. It differs from
+``state = init(*init_args)``; what a task returns (if not ``None``) comes back
+pickled, :meth:`WorkerPool.pop_value`. It differs from
 :class:`concurrent.futures.ProcessPoolExecutor` where a long run over files
 needs it to:
 
@@ -89,7 +90,7 @@ def _worker_main(tasks, results, init: Callable, init_args: tuple, task: Callabl
         return  # it died before the request above
     try:
         state = init(*init_args)
-        results.send((_READY, None))
+        results.send((_READY, None, None))
         while True:
             try:
                 item = tasks.get(timeout=1.0)
@@ -101,11 +102,11 @@ def _worker_main(tasks, results, init: Callable, init_args: tuple, task: Callabl
                 return
             key, payload = item
             try:
-                task(state, payload)
+                value = task(state, payload)
             except Exception as err:  # the task failed, the worker goes on
-                results.send((key, f"{type(err).__name__}: {err}"))
+                results.send((key, f"{type(err).__name__}: {err}", None))
             else:
-                results.send((key, None))
+                results.send((key, None, value))
     except (_Terminated, BrokenPipeError, EOFError):
         return
 
@@ -133,7 +134,8 @@ class WorkerPool:
         workers: number of processes (>= 1).
         init: called once in each worker with ``init_args``; returns its ``state``.
             Module-level functions (the ``spawn`` context pickles them by name).
-        task: ``task(state, payload)``; an exception fails that task only.
+        task: ``task(state, payload)``; an exception fails that task only; a value it returns is kept for
+            :meth:`pop_value` (pickled back: keep it small).
         per_worker: tasks one worker holds at most (running and queued).
         name: the worker processes' name (``multiprocessing``'s, seen in logs and errors).
 
@@ -152,6 +154,7 @@ class WorkerPool:
         self.per_worker = per_worker
         self._workers: List[_Worker] = [_Worker(self._ctx, *self._spec) for _ in range(workers)]
         self._finished: List[TaskResult] = []
+        self._values: Dict[Any, Any] = {}
         self._requeue: Deque[Tuple[Any, Any]] = deque()
         self._stopped = False
 
@@ -181,6 +184,10 @@ class WorkerPool:
         while self._requeue:
             self._collect(timeout=None)
             self._dispatch()
+
+    def pop_value(self, key: Any) -> Any:
+        """What the finished task ``key`` returned (``None`` if nothing, or already popped)."""
+        return self._values.pop(key, None)
 
     def results(self, timeout: Optional[float] = 0.0) -> List[TaskResult]:
         """The tasks finished since the last call; waits up to ``timeout`` s (``None``: until one is)
@@ -214,12 +221,14 @@ class WorkerPool:
     def _read(self, worker: _Worker) -> None:
         try:
             while worker.results.poll():
-                key, error = worker.results.recv()
+                key, error, value = worker.results.recv()
                 if key == _READY:
                     worker.ready = True
                     continue
                 done_key, _ = worker.held.popleft()
                 assert done_key == key, (done_key, key)  # a worker runs its tasks in order
+                if value is not None:
+                    self._values[key] = value
                 self._finished.append((key, error))
         except (EOFError, OSError):
             pass  # it died; _collect replaces it

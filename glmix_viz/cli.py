@@ -108,6 +108,9 @@ _EVALUATE_EXAMPLES = """examples:
 """
 
 
+EVALUATE_MAX_WORKERS = 8
+
+
 def _evaluate_parser() -> argparse.ArgumentParser:
     """``glmix-viz evaluate``'s arguments (no image positionals)."""
     p = argparse.ArgumentParser(
@@ -148,10 +151,32 @@ def _evaluate_parser() -> argparse.ArgumentParser:
                    help="random state of the groups' k-medoids, of k-means and of the slot colours "
                    "(default: 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes scoring the images while this one runs the model; the numbers do not "
+                   f"depend on it (default: one per usable core, at most {EVALUATE_MAX_WORKERS}; 0 on one "
+                   "core)")
     p.add_argument("--out", type=Path, default=Path("glmix-viz-eval"), help="output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
     p.add_argument("--version", action="version", version=f"glmix-viz {__version__}")
     return p
+
+
+def _evaluate_workers(requested: Optional[int], images: int) -> int:
+    """``evaluate --workers`` (``None``: one per usable core, at most :data:`EVALUATE_MAX_WORKERS`, none on
+    one core), at most one per image but one, and this process's torch threads: the cores the workers
+    leave, at least 1 (the scoring is nine tenths of the work; the forward waits less than it)."""
+    import torch
+
+    from ._pool import usable_cores
+
+    cores = usable_cores()
+    workers = requested if requested is not None else (min(cores, EVALUATE_MAX_WORKERS) if cores > 1 else 0)
+    workers = workers if images > 1 else 0
+    if workers:
+        torch.set_num_threads(max(1, cores - workers))
+        _logger.info("%d worker process%s score the images; the model has %d torch thread%s", workers,
+                     "es" * (workers != 1), torch.get_num_threads(), "s" * (torch.get_num_threads() != 1))
+    return workers
 
 
 def _evaluate_main(argv: Sequence[str]) -> int:
@@ -172,6 +197,8 @@ def _evaluate_main(argv: Sequence[str]) -> int:
             raise ValueError(f"--gallery {args.gallery}: expected 0 (no gallery) or more")
         if args.input_size < 32:
             raise ValueError(f"--input-size {args.input_size}: expected 32 or more (the network's stride)")
+        if args.workers is not None and args.workers < 0:
+            raise ValueError(f"--workers {args.workers}: expected 0 (score in this process) or more")
         if args.demo and (args.model not in (None, "glnet_demo") or args.checkpoint is not None):
             raise ValueError("--demo runs the bundled demo model; give it or --model/--checkpoint, not both")
         try:
@@ -211,6 +238,7 @@ def _evaluate_main(argv: Sequence[str]) -> int:
         return 2
     from ._cli_evaluate import run_command
 
+    args.workers = _evaluate_workers(args.workers, len(ids))
     return run_command(args, layout, ids, model=model, source=source, blocks=[(o, n) for o, n, _ in targets],
                        config=config, device=device)
 

@@ -132,5 +132,6 @@ def test_blocks_auto_errors_name_the_flag(tiny_voc, tiny_ckpt, tmp_path, capsys)
     assert cli.main(_args(tiny_voc, tiny_ckpt, tmp_path / "c", "--blocks-images", "0")) == 2
     assert "--blocks-images 0: expected 1 or more" in capsys.readouterr().err
     assert cli.main(_args(tiny_voc, tiny_ckpt, tmp_path / "d", "--from-evidence", str(tmp_path))) == 2
-    assert "--blocks auto measures the blocks with the model: not with --from-evidence" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--blocks auto measures the blocks with the model: not with --from-evidence" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

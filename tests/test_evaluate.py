@@ -52,7 +52,7 @@ def _argv(out: Path, *extra: str, voc: Path = VOC) -> list:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("evaluate") / "eval"
-    assert cli.main(_argv(out, "--block", str(BLOCKS[0]), "--block", str(BLOCKS[1]))) == 0
+    assert cli.main(_argv(out, "--block", str(BLOCKS[0]), "--block", str(BLOCKS[1]), "--workers", "2")) == 0
     return out
 
 
@@ -269,18 +269,37 @@ def test_instance_masks_give_fg_ari(tmp_path):
     assert not re.findall(r'<figure class="(?:worst|best)"', (out / "report.html").read_text())  # --gallery 0
 
 
-def test_skipped_ids_are_named_and_exit_1(tmp_path, caplog):
+def test_workers_give_the_numbers_of_one_process(evaluated, tmp_path):
+    """--workers 2 (the fixture) and --workers 0: the same numbers, to the last bit, in the same order."""
+    out = tmp_path / "one"
+    assert cli.main(_argv(out, "--block", str(BLOCKS[0]), "--block", str(BLOCKS[1]), "--workers", "0")) == 0
+    one, two = (json.loads((d / "metrics.json").read_text()) for d in (out, evaluated))
+    assert (one["workers"], two["workers"]) == (0, 2)
+    for key in ("blocks", "per_image", "skipped", "images", "gallery"):
+        assert one[key] == two[key], key
+    assert (out / "metrics.csv").read_bytes() == (evaluated / "metrics.csv").read_bytes()
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_skipped_ids_are_named_and_exit_1(tmp_path, caplog, workers):
+    """A missing mask (found while loading) and a mask holding a value that is no class (found while
+    scoring, in a worker with --workers 2) are skipped by name; the other images are scored."""
     voc = tmp_path / "voc"
     shutil.copytree(VOC, voc)
     layout = VOCLayout(voc)
-    first = layout.ids("val")[0]
+    first, second, third = layout.ids("val")[:3]
     layout.mask(first).unlink()
+    bad = read_mask(layout.mask(third))
+    bad[0, 0] = 50
+    save_mask(layout.mask(third), bad)
     out = tmp_path / "o"
-    assert cli.main(["evaluate", "--voc-root", str(voc), "--limit", "2", "--input-size", "64", "--demo",
-                     "--block", "10", "--gallery", "0", "--out", str(out), "-q"]) == 1
+    assert cli.main(["evaluate", "--voc-root", str(voc), "--limit", "4", "--input-size", "64", "--demo",
+                     "--block", "10", "--gallery", "0", "--out", str(out), "-q", "--workers", workers]) == 1
     assert f"skipped {first}" in caplog.text
+    assert f"skipped {third}: ValueError: mask has values" in caplog.text
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["images"] == 1 and [s["id"] for s in metrics["skipped"]] == [first]
+    assert metrics["images"] == 2 and [s["id"] for s in metrics["skipped"]] == [first, third]
+    assert [p["id"] for p in metrics["per_image"]] == [second, layout.ids("val")[3]]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -28,6 +28,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..devices import torch_threads
 from .medoids import cluster_slots
 from .segments import (
     ClassConfusion,
@@ -38,6 +39,7 @@ from .segments import (
     grid_segments,
     kmeans_segments,
     segment_count,
+    segment_scores,
     slic_segments,
     slot_segments,
 )
@@ -195,7 +197,18 @@ class SlotEvaluation:
 
     def update(self, image: np.ndarray, mask: np.ndarray, instances: Optional[np.ndarray],
                maps: Mapping[int, np.ndarray], features: Mapping[int, np.ndarray]) -> ImageEvaluation:
-        """Score one image at every block and add it.
+        """Score one image at every block (:meth:`score`) and add it (:meth:`add`)."""
+        result = self.score(image, mask, instances, maps, features)
+        self.add(result)
+        return result
+
+    def score(self, image: np.ndarray, mask: np.ndarray, instances: Optional[np.ndarray],
+              maps: Mapping[int, np.ndarray], features: Mapping[int, np.ndarray], *,
+              keep_segmentations: bool = True) -> ImageEvaluation:
+        """Score one image at every block, without adding it (worker processes score, one process adds).
+
+        On one torch thread (the upsampling's rounding would depend on the thread count): the same
+        numbers in any process layout.
 
         Args:
             image: ``(H, W, 3)`` uint8 at the mask's size.
@@ -203,6 +216,8 @@ class SlotEvaluation:
             instances: ``(H, W)`` instance mask, or ``None``.
             maps: block ordinal -> ``(K, h, w)`` dispatch maps.
             features: block ordinal -> ``(C, h, w)`` features the block's clustering sees.
+            keep_segmentations: ``False``: the result's ``segmentations`` is empty (they are 8 bytes a
+                pixel per block and method: too much to send between processes).
         """
         mask = np.asarray(mask)
         image = _image(image, mask.shape)
@@ -213,17 +228,30 @@ class SlotEvaluation:
         segs: Dict[int, Dict[str, np.ndarray]] = {}
         scores: Dict[int, Dict[str, SegmentScores]] = {}
         entropy: Dict[int, float] = {}
-        for ordinal, _ in self.targets:
-            entropy[ordinal] = dispatch_entropy(maps[ordinal])
-            segs[ordinal] = block_segmentations(image, maps[ordinal], features[ordinal], groups=self.groups,
-                                                seed=self.seed, _baselines=base)
-            scores[ordinal] = {}
-            for method, seg in segs[ordinal].items():
-                with_entropy = method in ("slots", "groups")
-                scores[ordinal][method] = self.accumulators[ordinal][method].update(
-                    seg, mask, instances, entropy=entropy[ordinal] if with_entropy else None)
-        self.images += 1
+        n_class = len(self.class_names)
+        with torch_threads(1):
+            for ordinal, _ in self.targets:
+                entropy[ordinal] = dispatch_entropy(maps[ordinal])
+                block = block_segmentations(image, maps[ordinal], features[ordinal], groups=self.groups,
+                                            seed=self.seed, _baselines=base)
+                scores[ordinal] = {
+                    method: segment_scores(
+                        seg, mask, instances, tolerance=self.tolerance, n_class=n_class,
+                        entropy=entropy[ordinal] if method in ("slots", "groups") else None)
+                    for method, seg in block.items()}
+                if keep_segmentations:
+                    segs[ordinal] = block
         return ImageEvaluation(segs, scores, entropy)
+
+    def add(self, result: ImageEvaluation) -> None:
+        """Add one image's :meth:`score`."""
+        missing = [o for o, _ in self.targets if o not in result.scores]
+        if missing:
+            raise ValueError(f"the result has no scores of blocks {missing}")
+        for ordinal, _ in self.targets:
+            for method in METHODS:
+                self.accumulators[ordinal][method].add(result.scores[ordinal][method])
+        self.images += 1
 
     def blocks(self) -> List[Dict]:
         """The dataset numbers, one dict per block in forward order::
