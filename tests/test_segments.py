@@ -441,3 +441,139 @@ def test_boundary_counts_cache_follows_the_mask_content():
     mask[:, 15:] = 3
     moved = boundary_counts(seg, mask)
     assert moved != first and moved.recall == 0.0
+
+
+# ----------------------------------------------------------------------------- fast paths, references
+
+
+def ref_consecutive(labels):
+    """The sort-based renumbering the counting one replaces."""
+    _, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape).astype(np.int64)
+
+
+def ref_region_count(seg):
+    """Each label's pixels split by ``scipy.ndimage.label`` (8-connectivity) in its bounding box, summed."""
+    from scipy.ndimage import find_objects, label
+
+    idx = ref_consecutive(seg)
+    total = 0
+    for i, box in enumerate(find_objects(idx + 1)):
+        if box is not None:
+            total += label(idx[box] == i, structure=np.ones((3, 3), bool))[1]
+    return int(total)
+
+
+def ref_near(target, tol):
+    from scipy.ndimage import distance_transform_edt
+
+    if not target.any():
+        return np.zeros(target.shape, bool)
+    return distance_transform_edt(~target) <= tol
+
+
+SHAPES = ((1, 1), (1, 9), (7, 1), (2, 3), (9, 11), (31, 17), (40, 53))
+
+
+def label_images(rng):
+    """Label images of many kinds: few labels, one label, blobs, gaps in the numbering, every pixel its own
+    label, bool, unsigned, large and sparse or negative labels (those take the sorting path)."""
+    for shape in SHAPES:
+        n = shape[0] * shape[1]
+        yield rng.integers(0, 4, shape)
+        yield np.full(shape, 7, np.int64)
+        yield np.kron(rng.integers(0, 6, (shape[0] // 3 + 1, shape[1] // 3 + 1)), np.ones((3, 3), np.int64))[
+            : shape[0], : shape[1]]
+        yield rng.choice([0, 5, 17, 200], size=shape).astype(np.uint8)
+        yield rng.integers(0, 2, shape).astype(bool)
+        yield rng.permutation(n).reshape(shape).astype(np.int32)
+        yield rng.integers(0, 4 * n + 1024, shape).astype(np.uint64)  # all below the bound: counted
+        yield rng.choice([3, 4 * n + 1024], size=shape)  # one at the bound: sorted
+        yield rng.choice([0, 10**9, 2**40], size=shape)
+        yield rng.integers(-3, 3, shape)
+
+
+def test_counting_paths_equal_np_unique():
+    from glmix_viz.analysis.segments import _consecutive, _dense_counts
+
+    rng = np.random.default_rng(8)
+    paths = set()
+    for seg in label_images(rng):
+        paths.add(_dense_counts(seg) is None)
+        got = _consecutive(seg)
+        assert got.dtype == np.int64 and got.shape == seg.shape
+        np.testing.assert_array_equal(got, ref_consecutive(seg))
+        assert segment_count(seg) == np.unique(seg).size
+    assert paths == {True, False}  # both the counting and the sorting path were taken
+
+
+def test_region_count_equals_the_per_label_scipy_loop():
+    rng = np.random.default_rng(9)
+    for seg in label_images(rng):
+        assert region_count(seg) == ref_region_count(seg)
+    for _ in range(3):
+        seg = rng.integers(0, 3, (13, 15))
+        assert region_count(seg) == ref_region_count(seg) == brute_regions(seg)
+
+
+def ari_cases(rng):
+    for seg in label_images(rng):
+        shape = seg.shape
+        gt = rng.choice([0, 3, 15, 20], size=shape).astype(np.uint8)
+        gt[rng.random(shape) < 0.2] = 255
+        yield seg, gt
+        yield seg, np.where(rng.random(shape) < 0.5, 255, 0).astype(np.uint8)  # one class (or none)
+        yield seg, np.full(shape, 255, np.uint8)  # every pixel ignored
+        yield seg, (seg % 7).astype(np.uint8)  # close to the segmentation
+        yield seg, ref_consecutive(seg).astype(np.uint8) if np.unique(seg).size < 255 else gt
+        yield (rng.permutation(seg.size).reshape(shape), gt)  # each pixel its own segment
+
+
+def test_ari_equals_scikit_learn_exactly():
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(10)
+    checked = 0
+    for seg, gt in ari_cases(rng):
+        valid = gt != 255
+        got = adjusted_rand(seg, gt)
+        if not valid.any():
+            assert math.isnan(got)
+            continue
+        expected = adjusted_rand_score(gt[valid], seg[valid])
+        assert type(got) is float and got == expected, (seg.shape, got, expected)
+        inst = rng.integers(0, 6, seg.shape).astype(np.uint8)
+        inst[rng.random(seg.shape) < 0.1] = 255
+        fg = (inst >= 1) & (inst <= 254)
+        got = foreground_ari(seg, inst)
+        if fg.any():
+            assert got == adjusted_rand_score(inst[fg], seg[fg])
+        else:
+            assert math.isnan(got)
+        checked += 1
+    assert checked > 100
+    for _ in range(40):  # image-sized: pair counts beyond 2**53, where float arithmetic would round
+        H, W = rng.integers(100, 300, 2)
+        k, c = int(rng.integers(2, 60)), int(rng.integers(2, 21))
+        seg = rng.integers(0, k, (H, W))
+        noise = (rng.random((H, W)) < rng.random()) * rng.integers(0, c, (H, W))
+        gt = ((seg * c // k + noise) % c).astype(np.uint8)
+        assert adjusted_rand(seg, gt) == adjusted_rand_score(gt.ravel(), seg.ravel())
+
+
+def test_near_equals_the_distance_transform():
+    from glmix_viz.analysis.segments import _near
+
+    rng = np.random.default_rng(11)
+    tolerances = (0, 1, 1.5, 2, 2.0, 2.5, 3, math.sqrt(5), math.sqrt(8), 7.9, 8, 8.5, 12)
+    for shape in SHAPES + ((5, 60), (60, 5)):
+        for p in (0.0, 0.005, 0.05, 0.3, 1.0):
+            target = rng.random(shape) < p
+            if shape[0] > 2 and p == 0.005:
+                target[0, 0] = target[-1, -1] = True  # corners: dilation must stop at the borders
+            for tol in tolerances:
+                got, expected = _near(target, tol), ref_near(target, tol)
+                np.testing.assert_array_equal(got, expected, err_msg=f"{shape}, {tol}")
+    edges = boundary_map(rng.integers(0, 3, (40, 53)))
+    for tol in tolerances:
+        np.testing.assert_array_equal(_near(edges, tol), ref_near(edges, tol))

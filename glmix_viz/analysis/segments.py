@@ -47,8 +47,8 @@ Definitions:
    wrong). Precision, recall and F are in percent; the counts are kept so a
    dataset sums matched and boundary pixels before dividing.
 5. **Segment counts** (:func:`segment_count`, :func:`region_count`): distinct
-   labels, and connected regions (each label's pixels split by
-   ``scipy.ndimage.label`` with 8-connectivity, diagonal neighbours joined).
+   labels, and connected regions (each label's pixels split with
+   8-connectivity, diagonal neighbours joined).
 6. **Entropy** (:func:`dispatch_entropy`): the mean over the block's own
    ``h * w`` grid of each pixel's entropy of its distribution over K, in bits
    (``0 log 0 = 0``); optionally divided by ``log2 K`` (0 one-hot, 1 uniform).
@@ -166,10 +166,39 @@ def _maps(maps: ArrayLike, name: str = "maps", dims: str = "(K, h, w)") -> np.nd
     return m
 
 
+def _dense_counts(labels: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """``(labels as flat intp, np.bincount of them)`` when the labels are integers in ``0..4 size + 1023``.
+
+    ``None`` otherwise (negative or large, sparse labels, no label): the callers then sort
+    (``np.unique``). Counting takes one pass where sorting takes ``O(N log N)``; the answers are the same.
+    """
+    flat = labels.ravel()
+    if flat.size == 0:
+        return None
+    if flat.dtype == bool:
+        flat = flat.view(np.uint8)
+    if flat.min() < 0 or flat.max() >= 4 * flat.size + 1024:
+        return None
+    flat = flat.astype(np.intp, copy=False)
+    return flat, np.bincount(flat)
+
+
+def _inverse_counts(labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``np.unique(labels, return_inverse=True, return_counts=True)[1:]``: flat int64 labels ``0..m-1`` in
+    ascending order of the old ones, and each one's pixel count (int64)."""
+    dense = _dense_counts(labels)
+    if dense is None:
+        _, inverse, counts = np.unique(labels.ravel(), return_inverse=True, return_counts=True)
+        return inverse.astype(np.int64, copy=False), counts.astype(np.int64, copy=False)
+    flat, counts = dense
+    present = counts > 0
+    lut = np.cumsum(present, dtype=np.int64) - 1
+    return lut[flat], counts[present].astype(np.int64, copy=False)
+
+
 def _consecutive(labels: np.ndarray) -> np.ndarray:
     """Labels renumbered ``0..m-1`` in ascending order of the old labels."""
-    _, inverse = np.unique(labels, return_inverse=True)
-    return inverse.reshape(labels.shape).astype(np.int64)
+    return _inverse_counts(labels)[0].reshape(labels.shape)
 
 
 def _size(size: Tuple[int, int], name: str = "size") -> Tuple[int, int]:
@@ -370,15 +399,41 @@ class ClassConfusion:
 
 
 def _ari(a: np.ndarray, b: np.ndarray) -> float:
+    """``sklearn.metrics.adjusted_rand_score(a, b)`` (scikit-learn 1.9's arithmetic, the same float); NaN
+    for no sample.
+
+    The pair confusion matrix as ``pair_confusion_matrix``: int64 sums over the contingency table (here
+    dense, by counting), ``sum_ij c_ij n_k[j] = sum_k n_k**2`` and ``sum_ij c_ij n_c[i] = sum_c n_c**2``
+    being the same integers; then Python ints and the same formula and special case.
+    """
     if a.size == 0:
         return float("nan")
-    from sklearn.metrics import adjusted_rand_score
-
-    return float(adjusted_rand_score(a, b))
+    ia, n_c = _inverse_counts(a)
+    ib, n_k = _inverse_counts(b)
+    cell = ia * len(n_k) + ib
+    if len(n_c) * len(n_k) <= 4 * a.size + 1024:
+        cells = np.bincount(cell)  # empty cells count 0: no change to the sums
+    else:
+        cells = np.unique(cell, return_counts=True)[1].astype(np.int64, copy=False)
+    n_samples = np.int64(a.size)
+    sum_squares = (cells * cells).sum()
+    C = np.empty((2, 2), dtype=np.int64)
+    C[1, 1] = sum_squares - n_samples
+    C[0, 1] = (n_k * n_k).sum() - sum_squares
+    C[1, 0] = (n_c * n_c).sum() - sum_squares
+    C[0, 0] = n_samples**2 - C[0, 1] - C[1, 0] - sum_squares
+    (tn, fp), (fn, tp) = C
+    tn, fp, fn, tp = int(tn), int(fp), int(fn), int(tp)
+    if fn == 0 and fp == 0:
+        return 1.0
+    return 2.0 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
 
 
 def adjusted_rand(segments: ArrayLike, mask: ArrayLike, ignore_index: int = IGNORE) -> float:
     """ARI between a segmentation and a class mask over the mask's non-ignored pixels.
+
+    Equal to scikit-learn's ``adjusted_rand_score(mask[valid], segments[valid])``, the same float (its
+    arithmetic, on a contingency table built by counting instead of sorting).
 
     Shape:
         ``(H, W)``, ``(H, W)`` -> float (NaN when every pixel is ignored).
@@ -478,12 +533,41 @@ def mask_boundary(mask: ArrayLike, ignore_index: int = IGNORE) -> np.ndarray:
 
 
 def _near(target: np.ndarray, tolerance: float) -> np.ndarray:
-    """Pixels within ``tolerance`` (Euclidean, inclusive) of a ``target`` pixel."""
-    from scipy.ndimage import distance_transform_edt
+    """Pixels within ``tolerance`` (Euclidean, inclusive) of a ``target`` pixel.
 
+    ``distance_transform_edt(~target) <= tolerance``. Up to 8 px, the same set by dilating ``target`` with
+    the disk of the offsets ``(dy, dx)`` whose distance ``sqrt(dy**2 + dx**2)`` (float64, as the EDT
+    computes it) is within ``tolerance``: for each ``dy`` the ``dx`` form an interval ``-w..w``, so each
+    row is dilated by ``w`` (growing one pixel at a time) and shifted by ``dy``. Only target pixels inside
+    the image count, as in the EDT.
+    """
     if not target.any():
         return np.zeros(target.shape, bool)
-    return distance_transform_edt(~target) <= tolerance
+    if not tolerance <= 8:
+        from scipy.ndimage import distance_transform_edt
+
+        return distance_transform_edt(~target) <= tolerance
+    r = int(math.floor(tolerance))
+    d = np.arange(r + 1, dtype=np.float64)
+    within = np.sqrt(d[:, None] ** 2 + d[None, :] ** 2) <= tolerance  # [|dy|, |dx|]
+    widths = [int(np.flatnonzero(row).max()) for row in within]  # dy = 0: r itself, never empty
+    H = target.shape[0]
+    out = np.zeros(target.shape, bool)
+    rows = target.copy()  # target dilated along rows by w
+    w = 0
+    for dy in range(r, -1, -1):  # widths grow as |dy| shrinks
+        while w < widths[dy]:
+            w += 1
+            grown = rows.copy()
+            grown[:, 1:] |= rows[:, :-1]
+            grown[:, :-1] |= rows[:, 1:]
+            rows = grown
+        if dy == 0:
+            out |= rows
+        elif dy < H:
+            out[dy:] |= rows[:-dy]
+            out[:-dy] |= rows[dy:]
+    return out
 
 
 #: The ground-truth side of :func:`boundary_counts` for the last few masks, keyed by their content: one
@@ -538,20 +622,21 @@ def boundary_counts(
 
 def segment_count(segments: ArrayLike) -> int:
     """Number of distinct labels in ``(H, W)``."""
-    return int(np.unique(_labels(segments, "segments")).size)
+    seg = _labels(segments, "segments")
+    dense = _dense_counts(seg)
+    return int(np.unique(seg).size if dense is None else np.count_nonzero(dense[1]))
 
 
 def region_count(segments: ArrayLike) -> int:
-    """Number of connected regions: each label's pixels split with 8-connectivity, summed over labels."""
-    from scipy.ndimage import find_objects, label
+    """Number of connected regions: each label's pixels split with 8-connectivity, summed over labels.
+
+    One pass of scikit-image's ``label`` (neighbours with equal values joined, diagonals too) over the
+    labels renumbered ``0..m-1``, no value taken as background.
+    """
+    from skimage.measure import label
 
     idx = _consecutive(_labels(segments, "segments"))
-    eight = np.ones((3, 3), bool)
-    total = 0
-    for i, box in enumerate(find_objects(idx + 1)):
-        if box is not None:
-            total += label(idx[box] == i, structure=eight)[1]
-    return int(total)
+    return int(label(idx, background=-1, connectivity=2, return_num=True)[1])
 
 
 # ----------------------------------------------------------------------------- baselines
