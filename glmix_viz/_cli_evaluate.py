@@ -27,6 +27,7 @@ from .analysis.evaluation import METHODS, METRICS, ImageEvaluation, method_numbe
 from .capture import FeatureCapture, SlotCapture
 from .fileio import RunInterrupted, atomic_write
 from .images import MIN_SIDE, Preprocess, load_image, preprocess
+from .progress import LOG_EVERY_S, ProgressLog
 from .voc import VOCLayout, read_mask
 
 __all__ = ["EvaluationRun", "evaluate_split", "metrics_record", "csv_text", "gallery_blocks", "write_outputs",
@@ -150,12 +151,17 @@ def evaluate_split(
     pool: Optional[WorkerPool] = None
     pending: Deque[Tuple[int, str, bool]] = deque()  # submitted, in split order: (key, id, instance mask?)
     finished: Dict[int, Optional[ImageEvaluation]] = {}  # by key, not yet added (None: failed)
+    log = ProgressLog(len(ids), every_s=None if progress else LOG_EVERY_S, logger=_logger, rate_key="scored")
+
+    def tick() -> None:
+        bar.update(1)
+        log.tick({"scored": len(run.per_image), "skipped": len(run.skipped)})
 
     def add(image_id: str, result: ImageEvaluation, instances: bool) -> None:
         run.evaluation.add(result)
         run.per_image.append((image_id, image_miou(result.scores[last]["slots"])))
         run.instance_masks += instances
-        bar.update(1)
+        tick()
 
     def collect(timeout: Optional[float] = 0.0) -> None:
         """Take what the workers finished; add the results at the head of ``pending``, in order."""
@@ -172,7 +178,7 @@ def evaluate_split(
             key, image_id, instances = pending.popleft()
             result = finished.pop(key)
             if result is None:
-                bar.update(1)
+                tick()
             else:
                 add(image_id, result, instances)
 
@@ -185,7 +191,7 @@ def evaluate_split(
             except (ValueError, FileNotFoundError) as err:
                 _logger.error("skipped %s: %s", image_id, err)
                 run.skipped.append((image_id, str(err)))
-                bar.update(1)
+                tick()
                 continue
             t1 = time.perf_counter()
             maps, features = _forward(model, ordinals, sample.x, device)
@@ -202,7 +208,7 @@ def evaluate_split(
                 except ValueError as err:  # e.g. a mask with values that are no class (a worker's too)
                     _logger.error("skipped %s: ValueError: %s", image_id, err)
                     run.skipped.append((image_id, f"ValueError: {err}"))
-                    bar.update(1)
+                    tick()
                     continue
                 finally:
                     run.timing["metrics"] += time.perf_counter() - t2
@@ -220,6 +226,7 @@ def evaluate_split(
         if pool is not None:
             pool.terminate()  # idempotent; at the end of a run the workers are idle
     run.timing["wall"] = time.perf_counter() - started
+    log.tick({"scored": len(run.per_image), "skipped": len(run.skipped)}, final=True)
     return run
 
 

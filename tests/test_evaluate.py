@@ -367,3 +367,18 @@ def test_report_in_a_browser(evaluated, tmp_path):
     pixels = browser.screenshot(page, tmp_path / "report.png", size=(1200, 2000))
     assert pixels.shape == (2000, 1200, 3) and not browser.is_blank(pixels)
     assert not browser.is_blank(pixels[:600])  # the top: title, the headline table
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path, monkeypatch, caplog):
+    """In a log file (no terminal, no bar): images done, images/s and ETA, then a summary line."""
+    import logging
+
+    from glmix_viz import _cli_evaluate
+
+    monkeypatch.setattr(_cli_evaluate, "LOG_EVERY_S", 0.0)
+    caplog.set_level(logging.INFO)
+    assert cli.main(["evaluate", "--voc-root", str(VOC), "--limit", "2", "--input-size", "64", "--demo",
+                     "--block", "10", "--gallery", "0", "--out", str(tmp_path / "o"), "--workers", "0"]) == 0
+    lines = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
+    assert lines[0].startswith("1/2 images (1 scored, 0 skipped)") and "ETA 0:" in lines[0], lines
+    assert lines[-1].startswith("2/2 images (2 scored, 0 skipped)") and "took 0:" in lines[-1], lines

@@ -363,7 +363,7 @@ def test_progress_lines_when_not_a_terminal(tiny_voc, tiny_ckpt, tmp_path, monke
     """Without a terminal (a log file), progress is logged with images/s and ETA, and a summary at the end."""
     import logging
 
-    monkeypatch.setattr(pipeline, "LOG_EVERY_S", 0.0)
+    monkeypatch.setattr(pipeline, "LOG_EVERY_S", 0.0)  # the name wsss.pipeline uses
     caplog.set_level(logging.INFO)
     argv = [a for a in args(tiny_voc, tiny_ckpt, tmp_path / "pl") if a != "-q"]
     assert cli.main(argv) == 0

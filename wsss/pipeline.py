@@ -11,7 +11,6 @@ the files are again the same (docs/wsss.md, "At dataset scale").
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -25,6 +24,7 @@ from glmix_viz.devices import torch_threads
 from glmix_viz.fields import FieldError
 from glmix_viz.fileio import RunInterrupted, atomic_write
 from glmix_viz.images import MIN_SIDE, load_image, normalize
+from glmix_viz.progress import LOG_EVERY_S, ProgressLog
 
 from .evidence import MAX_BATCH_PIXELS, PRECISIONS, ClassHead, Evidence, EvidenceConfig, compute_evidence
 from .refine import (
@@ -544,7 +544,7 @@ def run_pseudo_labels(
                        None if evidence_dir is None else Path(evidence_dir))
     bar = tqdm(total=len(mine), desc=f"pseudo-labels[{rank}]" if world_size > 1 else "pseudo-labels",
                unit="img", disable=not progress, position=rank)
-    log = _ProgressLog(len(mine), every_s=None if progress else LOG_EVERY_S)
+    log = ProgressLog(len(mine), every_s=None if progress else LOG_EVERY_S, logger=_logger)
     pool = None
 
     def finished(results) -> None:
@@ -632,35 +632,3 @@ def _stop(pool, out: Path, finished) -> None:
                     tmp.unlink(missing_ok=True)
 
 
-LOG_EVERY_S = 30.0  # progress lines when the output is not a terminal (a log file, a batch job)
-
-
-class _ProgressLog:
-    """The run's speed; a log line every ``every_s`` seconds with images done, images/s and ETA
-    (``None``: never; the progress bar shows it)."""
-
-    def __init__(self, total: int, every_s: Optional[float]) -> None:
-        self.total, self.every_s = total, every_s
-        self.start = self.last = time.perf_counter()
-
-    def rate(self, counts: Dict[str, int]) -> float:
-        """Images written per second since the start (skipped ones cost nothing, so they do not count)."""
-        return counts["written"] / max(time.perf_counter() - self.start, 1e-9)
-
-    def tick(self, counts: Dict[str, int], final: bool = False) -> None:
-        now = time.perf_counter()
-        if self.every_s is None or not (final or now - self.last >= self.every_s):
-            return
-        self.last = now
-        done = counts["written"] + counts["skipped"] + counts["failed"]
-        rate = self.rate(counts)
-        left = self.total - done
-        eta = _clock(left / rate) if rate > 0 else "?"
-        _logger.info("%d/%d images (%d written, %d skipped, %d failed), %.2f images/s, %s %s", done,
-                     self.total, counts["written"], counts["skipped"], counts["failed"], rate,
-                     "took" if final else "ETA", _clock(now - self.start) if final else eta)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
