@@ -59,6 +59,24 @@ def test_the_pipeline_is_bit_identical_at_one_and_two_threads(demo):
     assert len(np.unique(mask1)) > 1  # something was labelled
 
 
+def test_region_probabilities_are_bit_identical_at_one_and_two_threads(demo):
+    """Region relabelling's classifier inputs (masked, resized images) and probabilities: the same bits."""
+    from wsss.regions import region_probabilities
+
+    model, _ = demo
+    layout = VOCLayout(VOC_SAMPLE)
+    image = np.asarray(load_image(layout.image(layout.ids("train")[1]), max_side=400))
+    H, W = image.shape[:2]
+    yy, xx = np.mgrid[:H, :W]
+    regions = [(yy < H // 2), (xx < W // 3), ((yy - H / 2) ** 2 + (xx - W / 2) ** 2 < (H / 4) ** 2)]
+    probs, head = {}, ClassHead.from_model(model)
+    for threads in (1, 2):
+        with torch.no_grad(), torch_threads(threads):
+            probs[threads] = region_probabilities(model, normalize(image), regions, head, 224, batch_size=2)
+    assert torch.equal(probs[1], probs[2])
+    assert probs[1].shape == (3, 20) and probs[1].max() > 0.1
+
+
 def test_torch_threads_sets_and_restores():
     before = torch.get_num_threads()
     with torch_threads(1):

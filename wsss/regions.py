@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import resolve_model_data_config
 
+from glmix_viz.devices import torch_threads
 from glmix_viz.fields import FieldError
 
 from .evidence import ClassHead
@@ -116,9 +117,13 @@ def region_probabilities(model: nn.Module, image: torch.Tensor, regions: Sequenc
     out = []
     for i in range(0, len(regions), batch_size):
         keep = torch.from_numpy(np.stack(regions[i:i + batch_size])).to(image)[:, None]  # (b, 1, H, W)
-        x = F.interpolate(image[None] * keep, size=size, mode="bilinear", align_corners=False)
+        # The resize and the head on one thread: their rounding would depend on the thread count (the
+        # batched forward's does not), and the relabelling's decisions on it.
+        with torch_threads(1):
+            x = F.interpolate(image[None] * keep, size=size, mode="bilinear", align_corners=False)
         pooled = model.forward_head(model.forward_features(torch.cat([x, x.flip(-1)])), pre_logits=True)
-        out.append(head.probabilities(pooled.float()).view(2, -1, len(head.groups)).mean(0).cpu())
+        with torch_threads(1):
+            out.append(head.probabilities(pooled.float()).view(2, -1, len(head.groups)).mean(0).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(head.groups))
 
 
