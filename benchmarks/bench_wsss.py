@@ -35,7 +35,7 @@ from glmix_viz.capture import glmix_blocks
 from glmix_viz.images import load_image, normalize
 from glmix_viz.models import load_checkpoint
 from glmix_viz.models.demo import load_demo_model
-from wsss.block_choice import BlockChoice, BlockChoiceParams, choose_blocks_on_split
+from wsss.block_choice import RULES, BlockChoice, BlockChoiceParams, choose_blocks_on_split
 from wsss.emojivoc import make_emojivoc
 from wsss.evidence import ClassHead, compute_evidence
 from wsss.metrics import ConfusionAccumulator
@@ -61,6 +61,10 @@ def _variant_name(slots: SlotRefineParams) -> str:
             f"base {slots.baseline:g}")
 
 
+def _auto_row(choice: BlockChoice) -> str:
+    return f"default, --blocks auto ({choice.rule}: {','.join(map(str, choice.blocks))})"
+
+
 def _config(default: PseudoLabelConfig, slots: Optional[SlotRefineParams],
             classifier: bool) -> PseudoLabelConfig:
     """The pipeline's config for a variant (``slots`` None: CAM only), with or without the slot classifier."""
@@ -73,20 +77,21 @@ def settings(model, args) -> PseudoLabelConfig:
 
 
 def quality(model, layout: VOCLayout, ids, args, grid: Sequence[SlotRefineParams] = (),
-            auto: Optional[BlockChoice] = None) -> None:
+            auto: Sequence[BlockChoice] = ()) -> None:
     """The quality table on ``ids``; ``grid``: more slot variants scored side by side
     (``experiments/wsss_ablations.py``), with CRF rows for the best of them and for the default without its
-    baseline; ``auto``: the blocks ``--blocks auto`` chose, as a variant and through the whole pipeline."""
+    baseline; ``auto``: blocks ``--blocks auto`` chose (one per rule), as variants and through the whole
+    pipeline."""
     head = ClassHead.from_model(model)
     default = settings(model, args)
     all_blocks = tuple(range(1, len(glmix_blocks(model)) + 1))
     variants = {"cam": None, STITCHED_CAM: None, **{_variant_name(v): v for v in grid}}
     default_key = _variant_name(default.slots)
     variants.setdefault(default_key, default.slots)
-    auto_key = None
-    if auto is not None:
-        auto_key = _variant_name(replace(default.slots, blocks=auto.blocks))
-        variants.setdefault(auto_key, replace(default.slots, blocks=auto.blocks))
+    auto_keys = {}
+    for choice in auto:
+        auto_keys[choice.rule] = _variant_name(replace(default.slots, blocks=choice.blocks))
+        variants.setdefault(auto_keys[choice.rule], replace(default.slots, blocks=choice.blocks))
     no_base = replace(default.slots, baseline=0.0)
     if grid:
         variants.setdefault(_variant_name(no_base), no_base)
@@ -117,8 +122,8 @@ def quality(model, layout: VOCLayout, ids, args, grid: Sequence[SlotRefineParams
         crf_rows["slots + crf (base 0, no classifier)"] = (_variant_name(no_base), False)
         crf_rows[f"{best_key} + crf"] = (best_key, False)
     crf_rows["slots + classifier + crf (default)"] = (default_key, True)
-    if auto_key is not None:
-        crf_rows[f"default with --blocks auto ({','.join(map(str, auto.blocks))})"] = (auto_key, True)
+    for choice in auto:
+        crf_rows[_auto_row(choice)] = (auto_keys[choice.rule], True)
     best_bg = {name: float(THRESHOLDS[int(np.nanargmax([a.summary()["miou"] for a in accs[name]]))])
                for name, _ in crf_rows.values()}
     crf_accs = {row: {bg: ConfusionAccumulator() for bg in sorted({bg0, best_bg[name]})}
@@ -160,11 +165,11 @@ def quality(model, layout: VOCLayout, ids, args, grid: Sequence[SlotRefineParams
           f"  (default - best CAM = {100 * (crf - cam_best):+.2f} points; targets: >= +10 and >= 75 mIoU)")
     per_class = [f"{name} {100 * iou:.1f}" for name, iou in default_summary["iou"].items() if iou is not None]
     print(f"  default, IoU per class: {', '.join(per_class)}")
-    if auto is not None:
-        auto_miou = crf_accs[f"default with --blocks auto ({','.join(map(str, auto.blocks))})"][bg0].summary()
+    for choice in auto:
+        auto_miou = crf_accs[_auto_row(choice)][bg0].summary()["miou"]
         blocks = ",".join(map(str, default.slots.blocks))
-        print(f"  --blocks auto: {auto.describe()}\n  default blocks {blocks} {100 * crf:.2f} | auto blocks "
-              f"{100 * auto_miou['miou']:.2f} ({100 * (auto_miou['miou'] - crf):+.2f} points)")
+        print(f"  --blocks auto: {choice.describe()}\n    default blocks {blocks} {100 * crf:.2f} | these "
+              f"{100 * auto_miou:.2f} ({100 * (auto_miou - crf):+.2f} points)")
 
 
 def throughput(demo, args) -> None:
@@ -244,11 +249,12 @@ def quality_on_fresh_split(model, args, grid: Sequence[SlotRefineParams] = ()) -
         root = make_emojivoc(Path(tmp) / "ev", train=args.images, val=max(1, auto_images), seed=args.seed,
                              progress=False)
         layout = VOCLayout(root)
-        auto = None
+        auto = []
         if auto_images:
             default = settings(model, args)
-            auto = choose_blocks_on_split(model, layout, default.evidence, BlockChoiceParams(
-                count=len(default.slots.blocks), split="val", images=auto_images))
+            for rule in RULES:
+                auto.append(choose_blocks_on_split(model, layout, default.evidence, BlockChoiceParams(
+                    count=len(default.slots.blocks), split="val", images=auto_images, rule=rule)))
         quality(model, layout, layout.ids("train"), args, grid=grid, auto=auto)
 
 

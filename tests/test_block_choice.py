@@ -27,13 +27,21 @@ VOC = Path(__file__).parent / "data" / "voc_sample"
 
 def test_choose_blocks_hand_worked():
     scores = [(1, 50.0), (2, 60.0), (3, 60.0), (4, 40.0), (5, float("nan"))]
-    assert choose_blocks(scores, 1) == (3,)  # a tie goes to the deeper block
-    assert choose_blocks(scores, 2) == (2, 3)
-    assert choose_blocks(scores, 4) == (1, 2, 3, 4)  # NaN (nothing scored) last
+    assert choose_blocks(scores, 1, "top") == (3,)  # a tie goes to the deeper block
+    assert choose_blocks(scores, 2, "top") == (2, 3)
+    assert choose_blocks(scores, 4, "top") == (1, 2, 3, 4)  # NaN (nothing scored) last
     with pytest.raises(FieldError, match="BlockChoiceParams.count.*5 GLMix blocks"):
         choose_blocks(scores, 6)
     with pytest.raises(FieldError, match="BlockChoiceParams.images"):
         BlockChoiceParams(images=0)
+    with pytest.raises(FieldError, match="BlockChoiceParams.rule.*spread, top"):
+        BlockChoiceParams(rule="best")
+    # spread: 10 blocks in runs 1-4, 5-7, 8-10 (numpy.array_split), the best of each
+    ten = [(1, 50), (2, 60), (3, 60), (4, 40), (5, 70), (6, 65), (7, 71), (8, 80), (9, 79), (10, 80)]
+    assert choose_blocks(ten, 3, "spread") == (3, 7, 10)
+    assert choose_blocks(ten, 3, "top") == (8, 9, 10)
+    assert choose_blocks(ten, 2, "spread") == (5, 10)  # runs 1-5, 6-10
+    assert choose_blocks(ten, 10, "spread") == tuple(range(1, 11))
 
 
 def _brute_force_oracle_miou(model, samples, blocks):
@@ -108,7 +116,7 @@ def test_blocks_auto_runs_the_measured_blocks_and_records_them(tiny_voc, tiny_ck
                                       BlockChoiceParams(count=3, split="val", images=3), max_side=128)
     record = manifest["run"]["block_choice"]
     assert record["blocks"] == list(expected.blocks) == manifest["config"]["slots.blocks"]
-    assert record["images"] == 3 and record["split"] == "val"
+    assert record["images"] == 3 and record["split"] == "val" and record["rule"] == "spread"
     assert record["oracle_miou"] == {str(b): round(s, 4) for b, s in expected.scores}
     assert manifest["sources"]["settings"]["slots.blocks"].startswith("flag --blocks auto: blocks")
     before = {p.name: p.read_bytes() for p in out.glob("*.png")}
@@ -121,6 +129,15 @@ def test_blocks_auto_runs_the_measured_blocks_and_records_them(tiny_voc, tiny_ck
     by_hand = [*_args(tiny_voc, tiny_ckpt, fixed)[:-4], "--blocks", ",".join(map(str, expected.blocks))]
     assert cli.main(by_hand) == 0
     assert {p.name: p.read_bytes() for p in fixed.glob("*.png")} == before
+
+
+def test_blocks_rule_reaches_the_choice(tiny_voc, tiny_ckpt, tmp_path, capsys):
+    assert cli.main(_args(tiny_voc, tiny_ckpt, tmp_path / "s", "--blocks-rule", "top", "--show-config")) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("slots.blocks"))
+    model = load_checkpoint(timm.create_model("test_glnet", num_classes=20), tiny_ckpt).eval()
+    expected = choose_blocks_on_split(model, VOCLayout(tiny_voc), EvidenceConfig(scales=(1.0,)),
+                                      BlockChoiceParams(count=3, images=3, rule="top"), max_side=128)
+    assert line.split()[1] == ",".join(map(str, expected.blocks)) and "oracle mIoU (top)" in line
 
 
 def test_blocks_auto_errors_name_the_flag(tiny_voc, tiny_ckpt, tmp_path, capsys):

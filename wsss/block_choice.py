@@ -6,8 +6,10 @@ is taken from the pass the refinement uses (the evidence's first scale,
 unflipped), every slot is given the majority ground-truth class of its pixels
 (:func:`glmix_viz.analysis.segments.oracle_labels`), and the masks accumulate
 into one confusion matrix per block: the block's **oracle mIoU**, the best any
-labelling of its slots could score (docs/slot-metrics.md). The ``count``
-blocks scoring highest refine the CAM. Nothing here depends on the image
+labelling of its slots could score (docs/slot-metrics.md). The best block of
+each of ``count`` runs of consecutive blocks (shallow, middle, deep: the
+default ``spread`` rule) or the ``count`` best overall (``top``) refine the
+CAM. Nothing here depends on the image
 labels of the split being labelled: the sample is another split's masks
 (``val`` by default) or the same split's.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +32,10 @@ from glmix_viz.images import MIN_SIDE, load_image, normalize
 from .evidence import ClassHead, EvidenceConfig, compute_evidence
 from .voc import VOCLayout, read_mask
 
-__all__ = ["BlockChoiceParams", "BlockChoice", "block_oracle_miou", "choose_blocks", "choose_blocks_on_split"]
+__all__ = ["BlockChoiceParams", "BlockChoice", "RULES", "block_oracle_miou", "choose_blocks",
+           "choose_blocks_on_split"]
+
+RULES = ("spread", "top")
 
 _logger = logging.getLogger(__name__)
 
@@ -40,20 +45,26 @@ class BlockChoiceParams:
     """How ``--blocks auto`` chooses the slot refinement's blocks.
 
     Attributes:
-        count: how many blocks refine the CAM (the highest oracle mIoU first).
+        count: how many blocks refine the CAM.
         split: the split whose masks score the blocks (``ImageSets/Segmentation/SPLIT.txt``).
         images: the first this many ids of ``split``.
+        rule: ``"spread"``: the blocks cut into ``count`` runs of consecutive blocks (shallow to deep, as
+            ``numpy.array_split``), the best of each run; ``"top"``: the ``count`` best overall (deep
+            blocks, which resemble each other, usually win).
     """
 
     count: int = 3
     split: str = "val"
     images: int = 32
+    rule: str = "spread"
 
     def __post_init__(self) -> None:
         if self.count < 1:
             raise FieldError("BlockChoiceParams.count", [self.count], "expected 1 or more blocks")
         if self.images < 1:
             raise FieldError("BlockChoiceParams.images", [self.images], "expected 1 or more images")
+        if self.rule not in RULES:
+            raise FieldError("BlockChoiceParams.rule", [self.rule], f"expected one of {', '.join(RULES)}")
 
 
 @dataclass(frozen=True)
@@ -71,17 +82,18 @@ class BlockChoice:
     scores: Tuple[Tuple[int, float], ...]
     split: str
     images: int
+    rule: str = "spread"
 
     def record(self) -> dict:
         """JSON-ready, for a run's manifest."""
-        return {"blocks": list(self.blocks), "split": self.split, "images": self.images,
+        return {"blocks": list(self.blocks), "rule": self.rule, "split": self.split, "images": self.images,
                 "oracle_miou": {str(b): round(s, 4) for b, s in self.scores}}
 
     def describe(self) -> str:
         """One line: the choice and the scores it came from."""
         scores = ", ".join(f"{b}: {s:.1f}" for b, s in self.scores)
-        return (f"blocks {','.join(map(str, self.blocks))} by oracle mIoU on {self.images} images of "
-                f"{self.split!r} ({scores})")
+        return (f"blocks {','.join(map(str, self.blocks))} by oracle mIoU ({self.rule}) on {self.images} "
+                f"images of {self.split!r} ({scores})")
 
 
 def _slot_pass(evidence: EvidenceConfig) -> EvidenceConfig:
@@ -125,17 +137,27 @@ def block_oracle_miou(
     return tuple((b, float(c.miou)) for b, c in zip(blocks, confusions)), images
 
 
-def choose_blocks(scores: Sequence[Tuple[int, float]], count: int) -> Tuple[int, ...]:
-    """The ``count`` ordinals of highest score (ties: the deeper block), ascending.
+def _best(scores: Sequence[Tuple[int, float]], count: int) -> List[int]:
+    """The ``count`` ordinals of highest score; ties: the deeper block; NaN last."""
+    ranked = sorted(scores, key=lambda bs: (-np.nan_to_num(bs[1], nan=-np.inf), -bs[0]))
+    return [b for b, _ in ranked[:count]]
 
-    NaN scores (no image scored) rank last.
+
+def choose_blocks(scores: Sequence[Tuple[int, float]], count: int, rule: str = "spread") -> Tuple[int, ...]:
+    """``count`` ordinals by their scores under ``rule`` (see :class:`BlockChoiceParams`), ascending.
+
+    Ties go to the deeper block; NaN scores (no image scored) rank last.
     """
     if count < 1:
         raise FieldError("BlockChoiceParams.count", [count], "expected 1 or more blocks")
     if count > len(scores):
         raise FieldError("BlockChoiceParams.count", [count], f"the model has {len(scores)} GLMix blocks")
-    ranked = sorted(scores, key=lambda bs: (-np.nan_to_num(bs[1], nan=-np.inf), -bs[0]))
-    return tuple(sorted(b for b, _ in ranked[:count]))
+    if rule == "top":
+        return tuple(sorted(_best(scores, count)))
+    if rule == "spread":
+        runs = np.array_split(np.arange(len(scores)), count)
+        return tuple(sorted(_best([scores[i] for i in run], 1)[0] for run in runs))
+    raise FieldError("BlockChoiceParams.rule", [rule], f"expected one of {', '.join(RULES)}")
 
 
 def _samples(layout: VOCLayout, ids: Sequence[str], max_side: int):
@@ -165,6 +187,7 @@ def choose_blocks_on_split(
                          "with masks (e.g. val)")
     t0 = time.perf_counter()
     scores, images = block_oracle_miou(model, _samples(layout, with_masks, max_side), evidence, device=device)
-    choice = BlockChoice(choose_blocks(scores, params.count), scores, params.split, images)
+    choice = BlockChoice(choose_blocks(scores, params.count, params.rule), scores, params.split, images,
+                         params.rule)
     _logger.info("slot refinement: %s, %.0f s", choice.describe(), time.perf_counter() - t0)
     return choice

@@ -196,11 +196,14 @@ def _pseudo_labels_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--blocks",
                    help="GLMix block ordinals whose slots refine the CAM (default: derived, the blocks at "
                         "0.2, 0.5 and 1 of the model's depth: 2,5,10 of 10); auto: as many blocks, those "
-                        "whose slots score the highest oracle mIoU on --blocks-split's masks")
+                        "whose slots score the highest oracle mIoU on --blocks-split's masks (--blocks-rule)")
     g.add_argument("--blocks-split", default="val", metavar="SPLIT",
                    help="--blocks auto: the split whose masks score the blocks (default: val)")
     g.add_argument("--blocks-images", type=int, default=32, metavar="N",
                    help="--blocks auto: its first N images with masks (default: 32)")
+    g.add_argument("--blocks-rule", choices=("spread", "top"), default="spread",
+                   help="--blocks auto: spread: the blocks cut into as many runs of consecutive blocks as "
+                        "are chosen, the best of each; top: the best overall (default: spread)")
     g.add_argument("--slot-mix", type=float,
                    help=f"weight of slot-refined maps vs the CAM (default {slots.mix:g})")
     g.add_argument("--slot-sharpness", type=float,

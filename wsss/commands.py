@@ -123,7 +123,7 @@ def _choose_blocks(args: argparse.Namespace, model, resolved, layout: VOCLayout,
     if args.blocks_images < 1:
         raise ValueError(f"--blocks-images {args.blocks_images}: expected 1 or more images")
     params = BlockChoiceParams(count=len(config.slots.blocks), split=args.blocks_split,
-                               images=args.blocks_images)
+                               images=args.blocks_images, rule=args.blocks_rule)
     try:
         choice = choose_blocks_on_split(model, layout, config.evidence, params, device=device,
                                         max_side=max_side)
