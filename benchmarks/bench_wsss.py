@@ -121,7 +121,8 @@ def quality(model, layout: VOCLayout, ids, args, grid: Sequence[SlotRefineParams
                        key=lambda n: accs[n][i_def].summary()["miou"])
         crf_rows["slots + crf (base 0, no classifier)"] = (_variant_name(no_base), False)
         crf_rows[f"{best_key} + crf"] = (best_key, False)
-    crf_rows["slots + classifier + crf (default)"] = (default_key, True)
+    default_row = "slots + classifier + crf (default)"
+    crf_rows[default_row] = (default_key, True)
     for choice in auto:
         crf_rows[_auto_row(choice)] = (auto_keys[choice.rule], True)
     best_bg = {name: float(THRESHOLDS[int(np.nanargmax([a.summary()["miou"] for a in accs[name]]))])
@@ -137,7 +138,7 @@ def quality(model, layout: VOCLayout, ids, args, grid: Sequence[SlotRefineParams
             for bg, acc in crf_accs[row].items():
                 mask = labeller.mask(BackgroundParams(threshold=bg))
                 acc.add(mask, gt)
-                if classifier and bg == bg0:  # the default, then region relabelling
+                if row == default_row and bg == bg0:  # the default, then region relabelling
                     relabelled = relabel(model, normalize(image), mask, classes, head, RegionParams())
                     crf_accs[regions][bg].add(relabelled, gt)
     dt = time.perf_counter() - t0
