@@ -160,7 +160,7 @@ def _maps(maps: ArrayLike, name: str = "maps", dims: str = "(K, h, w)") -> np.nd
     if m.ndim != 3 or m.shape[0] < 1 or m[0].size == 0:
         hint = f" (one image of a batch: pass {name}[i])" if m.ndim == 4 else ""
         raise ValueError(f"{name} must be {dims} for one image and block, got shape {m.shape}{hint}")
-    m = np.asarray(m, dtype=np.float64)
+    m = np.ascontiguousarray(m, dtype=np.float64)  # reductions sum in an order that follows the layout
     if not np.isfinite(m).all():
         raise ValueError(f"{name} contain NaN or infinite values")
     return m
