@@ -188,7 +188,9 @@ def test_packed_weights_follow_input_shapes_and_weight_changes():
     _fused.clear_packed_weights()
     with torch.no_grad():
         # shapes change: packs for each, none reused wrongly
-        for inp in (x, x[:1], torch.cat([x, x.flip(-1)]), x):
+        shapes = [x[:1], x, torch.cat([x, x.flip(-1)]), torch.cat([x] * 3), torch.cat([x] * 4)]
+        assert len(shapes) > _fused.PACKS_PER_WEIGHT  # more shapes than packs are kept
+        for inp in (*shapes, x):
             assert (model(inp) - _plain(model, inp)).abs().max() < 1e-5
         assert _fused._packed_cache, "no weight was packed"
         sizes = [len(e) for e in _fused._packed_cache.values()]
