@@ -84,6 +84,8 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from ..confusion import confusion_matrix as _confusion_matrix
+from ..confusion import iou_from_confusion, mean_iou, pixel_accuracy
 from .maps import hard_assignment
 from .medoids import SlotClusters, cluster_slots
 
@@ -310,10 +312,8 @@ def oracle_labels(
 def confusion_matrix(
     pred: ArrayLike, gt: ArrayLike, n_class: int = N_CLASS, ignore_index: int = IGNORE
 ) -> np.ndarray:
-    """Confusion counts ``M[g, p]`` of a label map against its mask, ignored pixels left out.
-
-    The last column counts pixels the prediction leaves at ``ignore_index``
-    (unlabelled: misses), as ``wsss/metrics.py``.
+    """Confusion counts ``M[g, p]`` of a label map against its mask, ignored pixels left out
+    (:func:`glmix_viz.confusion.confusion_matrix`, which ``glmix-wsss score`` uses too).
 
     Shape:
         ``(H, W)``, ``(H, W)`` (any equal shapes) -> ``(n_class, n_class + 1)`` int64.
@@ -321,37 +321,19 @@ def confusion_matrix(
     Raises:
         ValueError: shapes differ, or values outside ``0..n_class-1`` and ``ignore_index``.
     """
-    pred, gt = _as_numpy(pred), _as_numpy(gt)
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
-    valid = gt != ignore_index
-    g = gt[valid].astype(np.int64)
-    p = pred[valid].astype(np.int64)
-    p = np.where(p == ignore_index, n_class, p)
-    for name, arr, hi in (("ground truth", g, n_class - 1), ("prediction", p, n_class)):
-        if arr.size and (arr.min() < 0 or arr.max() > hi):
-            raise ValueError(f"{name} has values outside 0..{n_class - 1} and {ignore_index}: "
-                             f"{np.unique(arr)[:10]}")
-    return np.bincount(g * (n_class + 1) + p, minlength=n_class * (n_class + 1)).reshape(n_class, n_class + 1)
+    return _confusion_matrix(_as_numpy(pred), _as_numpy(gt), n_class, ignore_index)
 
 
 def _iou_percent(confusion: np.ndarray) -> np.ndarray:
-    n = confusion.shape[0]
-    tp = np.diag(confusion[:, :n]).astype(np.float64)
-    union = confusion.sum(1) + confusion[:, :n].sum(0) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, 100.0 * tp / np.maximum(union, 1), np.nan)
+    return 100.0 * iou_from_confusion(confusion)
 
 
 def _miou_percent(confusion: np.ndarray) -> float:
-    iou = _iou_percent(confusion)
-    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+    return 100.0 * mean_iou(confusion)
 
 
 def _accuracy_percent(confusion: np.ndarray) -> float:
-    total = confusion.sum()
-    n = confusion.shape[0]
-    return float(100.0 * np.trace(confusion[:, :n]) / total) if total else float("nan")
+    return 100.0 * pixel_accuracy(confusion)
 
 
 class ClassConfusion:
