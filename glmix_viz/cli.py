@@ -42,6 +42,24 @@ from .fileio import RunInterrupted, check_output_dir, sigterm_interrupts
 _logger = logging.getLogger("glmix_viz")
 
 
+EVALUATE_MAX_WORKERS = 8
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda, cuda:1, ..."
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--checkpoint``, ``--trust-checkpoint``: the same in ``glmix-viz`` and ``evaluate``."""
+    p.add_argument("--model", default=None,
+                   help=f"model name ({', '.join(OFFICIAL_MODELS)}, glnet_demo); its weights must be in the "
+                   f"torch hub cache or given by --checkpoint (default: {DEFAULT_MODEL} if its weights are "
+                   "in the hub cache, else the bundled demo model)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="weights file (default: --model's file in the torch hub cache)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="read the checkpoint with Python's full pickle, which lets the file run any code on "
+                   "this machine: only for files you made or fully trust (by default only tensors, arrays "
+                   "and plain data are read, and other objects are skipped)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glmix-viz",
@@ -68,21 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="png", help="output format (pdf via matplotlib)")
     p.add_argument("--scale", type=float, default=2.0,
                    help="PNG size: panels this many times the model input's height (0.25 to 8)")
-    p.add_argument("--model", default=None,
-                   help=f"model name ({', '.join(OFFICIAL_MODELS)}, glnet_demo); its weights must be in the "
-                   f"torch hub cache or given by --checkpoint (default: {DEFAULT_MODEL} if its weights are "
-                   "in the hub cache, else the bundled demo model)")
-    p.add_argument("--checkpoint", type=Path,
-                   help="weights file (default: --model's file in the torch hub cache)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="read the checkpoint with Python's full pickle, which lets the file run any code on "
-                   "this machine: only for files you made or fully trust (by default only tensors, arrays "
-                   "and plain data are read, and other objects are skipped)")
+    _model_flags(p)
     p.add_argument("--out", type=Path, default=Path("glmix-viz-out"), help="output folder")
     p.add_argument("--input-size", type=int, default=224, help="crop side (crop) or shorter side (whole)")
     p.add_argument("--resize", choices=("crop", "whole"), default="crop",
                    help="crop: the paper's evaluation centre crop; whole: keep the whole image")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="render and write the figures in N worker processes (one thread each) while this "
@@ -108,9 +117,6 @@ _EVALUATE_EXAMPLES = """examples:
 """
 
 
-EVALUATE_MAX_WORKERS = 8
-
-
 def _evaluate_parser() -> argparse.ArgumentParser:
     """``glmix-viz evaluate``'s arguments (no image positionals)."""
     p = argparse.ArgumentParser(
@@ -129,15 +135,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, metavar="N",
                    help="the first N ids of the split (default: 0, every id)")
     p.add_argument("--demo", action="store_true", help="the bundled demo model (as --model glnet_demo)")
-    p.add_argument("--model", default=None,
-                   help=f"model name ({', '.join(OFFICIAL_MODELS)}, glnet_demo), as glmix-viz --model "
-                   f"(default: {DEFAULT_MODEL} if its weights are in the hub cache, else the bundled demo "
-                   "model)")
-    p.add_argument("--checkpoint", type=Path,
-                   help="weights file (default: --model's file in the torch hub cache)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="read the checkpoint with Python's full pickle, which lets the file run any code on "
-                   "this machine: only for files you made or fully trust")
+    _model_flags(p)
     p.add_argument("--block", action="append", default=None, metavar="N",
                    help="GLMix block: 1-based ordinal, a module name, or 'all'; repeatable or "
                    "comma-separated (default: all)")
@@ -150,7 +148,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="random state of the groups' k-medoids, of k-means and of the slot colours "
                    "(default: 0)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="processes scoring the images while this one runs the model; the numbers do not "
                    f"depend on it (default: one per usable core, at most {EVALUATE_MAX_WORKERS}; 0 on one "
