@@ -92,3 +92,23 @@ def interrupt_after_first_output(cmd, out: Path, *, timeout: float = 300.0):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err
+
+
+def alive_after(pids, wait_s: float = 5.0) -> list:
+    """The pids still running (not gone, not a zombie) after up to ``wait_s`` s."""
+    import time
+
+    import psutil
+
+    deadline = time.time() + wait_s
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.1)

@@ -17,9 +17,9 @@ from PIL import Image
 from glmix_viz import cli
 from glmix_viz._pool import PoolStartError, WorkerPool, usable_cores
 
+from .conftest import alive_after as _alive
 from .conftest import sigint_default
 from .test_cli import _tiny_argv, tiny_ckpt  # noqa: F401  (fixture)
-from .test_pipeline_workers import _alive
 
 
 def digest(folder: Path) -> dict:

@@ -387,3 +387,37 @@ def test_progress_lines_when_not_a_terminal(tmp_path, monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
     assert lines[0].startswith("1/2 images (1 scored, 0 skipped)") and "ETA 0:" in lines[0], lines
     assert lines[-1].startswith("2/2 images (2 scored, 0 skipped)") and "took 0:" in lines[-1], lines
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_scoring_workers_and_writes_nothing(tmp_path):
+    """SIGINT to a run with 2 scoring workers: exit 130 with one line, no worker process left, no file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from .conftest import alive_after, sigint_default
+
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "glmix_viz.cli", "evaluate", "--voc-root", str(VOC),
+                             "--split", "trainval", "--demo", "--input-size", "64", "--block", "10",
+                             "--gallery", "0", "--workers", "2", "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
+    deadline, children, seen = time.time() + 300, set(), None
+    while proc.poll() is None and time.time() < deadline:
+        children |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        if len(children) >= 2 and seen is None:
+            seen = time.time()
+        if seen is not None and time.time() - seen > 8:  # the workers started and scored a few images
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("glmix-viz: interrupted after ")
+    assert len(children) >= 2
+    assert not alive_after(children)  # the workers, and multiprocessing's resource tracker after them
+    assert not out.exists()

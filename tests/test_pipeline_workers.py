@@ -16,6 +16,7 @@ import torch
 from wsss import cli, pipeline
 from wsss._workers import WorkerPool
 
+from .conftest import alive_after as _alive
 from .conftest import sigint_default
 from .test_pipeline import args, tiny_ckpt, tiny_voc  # noqa: F401  (fixtures)
 
@@ -126,24 +127,6 @@ def test_worker_pool_survives_a_failing_and_a_dying_task(tmp_path):
     assert len(now - first) == 1  # the dead worker was replaced
     assert {int(pid) for _, pid in written.values()} <= first | now
     assert not _alive(first | now)  # leaving the with stopped every worker
-
-
-def _alive(pids, wait_s: float = 5.0) -> list:
-    """The pids still running (not gone, not a zombie) after up to ``wait_s`` s."""
-    import psutil
-
-    deadline = time.time() + wait_s
-    while True:
-        alive = []
-        for pid in pids:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
-            except psutil.NoSuchProcess:
-                pass
-        if not alive or time.time() > deadline:
-            return alive
-        time.sleep(0.1)
 
 
 def test_default_workers():
