@@ -84,6 +84,9 @@ def test_oracle_miou_per_block_equals_brute_force_on_photos():
     assert images == 2 and [b for b, _ in scores] == list(range(1, 11))
     np.testing.assert_allclose([s for _, s in scores], [expected[b] for b in range(1, 11)], atol=1e-9)
     assert len({round(s, 3) for _, s in scores}) > 5  # the blocks differ: the test can tell them apart
+    with glmix_viz.devices.torch_threads(2):  # the same scores, to the bit, at another thread count
+        again, _ = block_oracle_miou(model, samples, EvidenceConfig(scales=(1.0, 0.5), stitch=(1, 4)))
+    assert again == scores
 
 
 @pytest.fixture(scope="module")

@@ -125,14 +125,15 @@ def block_oracle_miou(
     no_classes = ClassHead(torch.zeros(0, model.num_features), ())  # the slot pass computes no CAM
     images = 0
     for image, mask in samples:
-        # One thread: a batch-1 forward's rounding depends on the thread count, the choice must not.
+        # One thread: a batch-1 forward's rounding, the softmax's and the resize's depend on the thread
+        # count; the choice must not.
         with torch_threads(1):
             ev = compute_evidence(model, normalize(image).to(device), (), no_classes, config,
                                   slot_blocks=blocks)
-        size = tuple(np.asarray(mask).shape[:2])
-        for record, confusion in zip(ev.slots, confusions):
-            hard = slot_segments(record.dispatch_maps()[0].numpy(), size)
-            confusion.update(oracle_labels(hard, mask, n_class), mask)
+            size = tuple(np.asarray(mask).shape[:2])
+            for record, confusion in zip(ev.slots, confusions):
+                hard = slot_segments(record.dispatch_maps()[0].numpy(), size)
+                confusion.update(oracle_labels(hard, mask, n_class), mask)
         images += 1
     return tuple((b, float(c.miou)) for b, c in zip(blocks, confusions)), images
 
