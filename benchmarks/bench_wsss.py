@@ -35,7 +35,7 @@ from glmix_viz.capture import glmix_blocks
 from glmix_viz.images import load_image, normalize
 from glmix_viz.models import load_checkpoint
 from glmix_viz.models.demo import load_demo_model
-from wsss.block_choice import RULES, BlockChoice, BlockChoiceParams, choose_blocks_on_split
+from wsss.block_choice import RULES, BlockChoice, BlockChoiceParams, choose_blocks, choose_blocks_on_split
 from wsss.emojivoc import make_emojivoc
 from wsss.evidence import ClassHead, compute_evidence
 from wsss.metrics import ConfusionAccumulator
@@ -251,11 +251,13 @@ def quality_on_fresh_split(model, args, grid: Sequence[SlotRefineParams] = ()) -
                              progress=False)
         layout = VOCLayout(root)
         auto = []
-        if auto_images:
+        if auto_images:  # one measurement, each rule's choice from it
             default = settings(model, args)
-            for rule in RULES:
-                auto.append(choose_blocks_on_split(model, layout, default.evidence, BlockChoiceParams(
-                    count=len(default.slots.blocks), split="val", images=auto_images, rule=rule)))
+            count = len(default.slots.blocks)
+            first = choose_blocks_on_split(model, layout, default.evidence, BlockChoiceParams(
+                count=count, split="val", images=auto_images, rule=RULES[0]))
+            auto = [first] + [replace(first, blocks=choose_blocks(first.scores, count, rule), rule=rule)
+                              for rule in RULES[1:]]
         quality(model, layout, layout.ids("train"), args, grid=grid, auto=auto)
 
 

@@ -161,19 +161,14 @@ def _evaluate_parser() -> argparse.ArgumentParser:
 
 def _evaluate_workers(requested: Optional[int], images: int) -> int:
     """``evaluate --workers`` (``None``: one per usable core, at most :data:`EVALUATE_MAX_WORKERS`, none on
-    one core), at most one per image but one, and this process's torch threads: the cores the workers
-    leave, at least 1 (the scoring is nine tenths of the work; the forward waits less than it)."""
-    import torch
-
+    one core; none for a single image), with this process's threads as :func:`_share_cores` sets them (the
+    scoring is nine tenths of the work; the forward waits less than it)."""
     from ._pool import usable_cores
 
     cores = usable_cores()
     workers = requested if requested is not None else (min(cores, EVALUATE_MAX_WORKERS) if cores > 1 else 0)
     workers = workers if images > 1 else 0
-    if workers:
-        torch.set_num_threads(max(1, cores - workers))
-        _logger.info("%d worker process%s score the images; the model has %d torch thread%s", workers,
-                     "es" * (workers != 1), torch.get_num_threads(), "s" * (torch.get_num_threads() != 1))
+    _share_cores(workers, "score the images")
     return workers
 
 
@@ -241,20 +236,25 @@ def _evaluate_main(argv: Sequence[str]) -> int:
                        config=config, device=device)
 
 
-def _workers(requested: int, images: int) -> int:
-    """``--workers`` for ``images`` images (at most one per image); with workers, this process's torch
-    threads are the cores they leave (at least 1: each worker runs one thread), so that the run never
-    has more busy threads than cores. Without workers torch's default stays."""
+def _share_cores(workers: int, doing: str) -> None:
+    """With workers (one thread each), this process's torch threads are the cores they leave (at least 1),
+    so that the run never has more busy threads than cores; logged. Without workers torch's default stays."""
     import torch
 
     from ._pool import usable_cores
 
-    workers = min(requested, images)
     if workers:
         torch.set_num_threads(max(1, usable_cores() - workers))
-        _logger.info("%d worker process%s render and write the figures; the model has %d torch thread%s",
-                     workers, "es" * (workers != 1), torch.get_num_threads(),
-                     "s" * (torch.get_num_threads() != 1))
+        threads = torch.get_num_threads()
+        _logger.info("%d worker process%s %s; the model has %d torch thread%s", workers,
+                     "es" * (workers != 1), doing, threads, "s" * (threads != 1))
+
+
+def _workers(requested: int, images: int) -> int:
+    """``--workers`` for ``images`` images (at most one per image), with this process's threads as
+    :func:`_share_cores` sets them."""
+    workers = min(requested, images)
+    _share_cores(workers, "render and write the figures")
     return workers
 
 

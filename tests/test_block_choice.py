@@ -22,6 +22,8 @@ from wsss.emojivoc import make_emojivoc
 from wsss.evidence import EvidenceConfig
 from wsss.voc import VOCLayout, read_mask
 
+from .test_pipeline import tiny_ckpt  # noqa: F401  (fixture)
+
 VOC = Path(__file__).parent / "data" / "voc_sample"
 
 
@@ -94,15 +96,6 @@ def tiny_voc(tmp_path_factory):
     return make_emojivoc(tmp_path_factory.mktemp("voc") / "ev", train=3, val=4, seed=12, progress=False)
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(1)
-    model = timm.create_model("test_glnet", num_classes=20)
-    path = tmp_path_factory.mktemp("ck") / "tiny20.pth"
-    torch.save({"model": model.state_dict(), "epoch": 0}, path)
-    return path
-
-
 def _args(voc, ckpt, out, *extra):
     return ["-q", "pseudo-labels", "--voc-root", str(voc), "--split", "train", "--model", "test_glnet",
             "--checkpoint", str(ckpt), "--out", str(out), "--scales", "1.0", "--max-side", "128",
@@ -110,7 +103,7 @@ def _args(voc, ckpt, out, *extra):
             "--blocks-images", "3", *extra]
 
 
-def test_blocks_auto_runs_the_measured_blocks_and_records_them(tiny_voc, tiny_ckpt, tmp_path, capsys):
+def test_blocks_auto_runs_the_measured_blocks_and_records_them(tiny_voc, tiny_ckpt, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "pl"
     assert cli.main(_args(tiny_voc, tiny_ckpt, out)) == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -134,7 +127,7 @@ def test_blocks_auto_runs_the_measured_blocks_and_records_them(tiny_voc, tiny_ck
     assert {p.name: p.read_bytes() for p in fixed.glob("*.png")} == before
 
 
-def test_blocks_rule_reaches_the_choice(tiny_voc, tiny_ckpt, tmp_path, capsys):
+def test_blocks_rule_reaches_the_choice(tiny_voc, tiny_ckpt, tmp_path, capsys):  # noqa: F811
     assert cli.main(_args(tiny_voc, tiny_ckpt, tmp_path / "s", "--blocks-rule", "top", "--show-config")) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("slots.blocks"))
     model = load_checkpoint(timm.create_model("test_glnet", num_classes=20), tiny_ckpt).eval()
@@ -143,7 +136,7 @@ def test_blocks_rule_reaches_the_choice(tiny_voc, tiny_ckpt, tmp_path, capsys):
     assert line.split()[1] == ",".join(map(str, expected.blocks)) and "oracle mIoU (top)" in line
 
 
-def test_blocks_auto_errors_name_the_flag(tiny_voc, tiny_ckpt, tmp_path, capsys):
+def test_blocks_auto_errors_name_the_flag(tiny_voc, tiny_ckpt, tmp_path, capsys):  # noqa: F811
     assert cli.main(_args(tiny_voc, tiny_ckpt, tmp_path / "a", "--method", "cam")) == 2
     assert "--blocks auto: the slot refinement is off" in capsys.readouterr().err
     assert cli.main(_args(tiny_voc, tiny_ckpt, tmp_path / "b", "--blocks-split", "nosuch")) == 2

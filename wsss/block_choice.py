@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
@@ -27,9 +28,10 @@ from glmix_viz.analysis.segments import ClassConfusion, oracle_labels, slot_segm
 from glmix_viz.capture import glmix_blocks
 from glmix_viz.devices import torch_threads
 from glmix_viz.fields import FieldError
-from glmix_viz.images import MIN_SIDE, load_image, normalize
+from glmix_viz.images import normalize
 
 from .evidence import ClassHead, EvidenceConfig, compute_evidence
+from .pipeline import load_work_image
 from .voc import VOCLayout, read_mask
 
 __all__ = ["BlockChoiceParams", "BlockChoice", "RULES", "block_oracle_miou", "choose_blocks",
@@ -163,10 +165,8 @@ def choose_blocks(scores: Sequence[Tuple[int, float]], count: int, rule: str = "
 
 def _samples(layout: VOCLayout, ids: Sequence[str], max_side: int):
     for image_id in ids:
-        pil = load_image(layout.image(image_id), max_side=10**6, min_side=MIN_SIDE)
-        if max(pil.height, pil.width) > max_side:
-            pil.thumbnail((max_side, max_side))  # as the pipeline shrinks it
-        yield np.asarray(pil), read_mask(layout.mask(image_id))
+        image, _ = load_work_image(layout.image(image_id), max_side)
+        yield np.asarray(image), read_mask(layout.mask(image_id))
 
 
 def choose_blocks_on_split(
@@ -181,7 +181,7 @@ def choose_blocks_on_split(
         FieldError: the split has no ids with masks (names ``BlockChoiceParams.split``).
     """
     ids = layout.ids(params.split)
-    with_masks = [i for i in ids if layout.mask(i).is_file()][: params.images]
+    with_masks = list(islice((i for i in ids if layout.mask(i).is_file()), params.images))
     if not with_masks:
         raise FieldError("BlockChoiceParams.split", [params.split],
                          f"none of its {len(ids)} ids has a mask in {layout.mask('ID').parent}; name a split "

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from PIL import Image
 
 from glmix_viz._pool import usable_cores
 from glmix_viz.capture import glmix_blocks
@@ -47,7 +48,7 @@ from .voc import VOCLayout, save_mask
 __all__ = [
     "STANDARD_CAM", "FITTED_EVIDENCE", "PseudoLabelConfig", "PseudoLabelResult", "EvidenceLabeller",
     "class_scores", "pseudo_label_from_evidence", "pseudo_label_image", "write_evidence", "read_evidence",
-    "run_pseudo_labels", "shard", "default_workers", "usable_cores",
+    "run_pseudo_labels", "load_work_image", "shard", "default_workers", "usable_cores",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -332,6 +333,20 @@ def read_evidence(path: Path) -> Evidence:
     return Evidence(classes, cams, tuple(slots))
 
 
+def load_work_image(path: Path, max_side: int) -> Tuple[Image.Image, Tuple[int, int]]:
+    """An image as the pipeline labels it: RGB, shrunk so that its longer side is at most ``max_side``
+    (masks are upsampled back to the original size), and the original ``(H, W)``.
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file (:func:`glmix_viz.images.load_image`).
+    """
+    pil = load_image(path, max_side=10**6, min_side=MIN_SIDE)
+    size = (pil.height, pil.width)
+    if max(size) > max_side:
+        pil.thumbnail((max_side, max_side))
+    return pil, size
+
+
 def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
     """The ids rank ``rank`` of ``world_size`` processes handles (deterministic, interleaved)."""
     return list(ids[rank::world_size])
@@ -412,8 +427,6 @@ def _finish_image(outputs: _Outputs, image_id: str, work: np.ndarray, size: Tupl
     mask = result.mask
     H, W = size
     if work.shape[:2] != (H, W):
-        from PIL import Image
-
         mask = np.asarray(Image.fromarray(mask).resize((W, H), Image.Resampling.NEAREST))
     if outputs.save_scores:
         atomic_write(out / "scores" / f"{image_id}.npz", lambda p: np.savez_compressed(
@@ -570,15 +583,12 @@ def run_pseudo_labels(
                 bar.update(1)
                 continue
             try:
-                pil = load_image(layout.image(image_id), max_side=10**6, min_side=MIN_SIDE)
+                pil, size = load_work_image(layout.image(image_id), max_side)
             except (ValueError, FileNotFoundError) as err:
                 _logger.error("skipped %s", err)
                 counts["failed"] += 1
                 bar.update(1)
                 continue
-            size = (pil.height, pil.width)
-            if max(size) > max_side:
-                pil.thumbnail((max_side, max_side))
             work = np.asarray(pil)
             classes = sorted(int(c) + 1 for c in np.flatnonzero(labels[image_id] > 0.5))
             evidence = None
