@@ -4,6 +4,7 @@
     python benchmarks/bench_pipeline.py --workers 1,2,4       # several worker counts in one run
     python benchmarks/bench_pipeline.py --model glnet_stl     # random weights, the ImageNet head
     python benchmarks/bench_pipeline.py --images 100 --workers 4 --device cuda
+    GLMIX_REUSE_MEMORY=0 python benchmarks/bench_pipeline.py  # glibc's malloc as it is (glmix_viz.memory)
 
 Measures, on VOC-size images (500x375, EmojiVOC scenes resized) with the
 bundled demo model and its preset (what ``glmix-wsss pseudo-labels`` runs),
@@ -42,6 +43,7 @@ from PIL import Image
 
 import glmix_viz  # noqa: F401
 from glmix_viz.images import load_image, normalize
+from glmix_viz.memory import reuse_freed_memory
 from glmix_viz.models.demo import load_demo_model
 from wsss.emojivoc import make_emojivoc
 from wsss.evidence import MAX_BATCH_PIXELS, ClassHead, compute_evidence
@@ -199,6 +201,7 @@ def main() -> None:
     p.add_argument("--skip-stages", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    reused = reuse_freed_memory()  # as the CLIs (and every worker) do; GLMIX_REUSE_MEMORY=0 measures without
     cores = usable_cores()
     device = torch.device(args.device)
     threads = args.threads or cores
@@ -212,7 +215,8 @@ def main() -> None:
     model, head, origin = load_model(args.model, device)
     config = resolve_settings(model).config
     print(f"model: {origin}; {cores} usable cores; {args.images} images of 500x375; torch "
-          f"{torch.__version__}; {time.strftime('%Y-%m-%d %H:%M')}")
+          f"{torch.__version__}; freed memory kept for reuse: {'yes' if reused else 'no'}; "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         layout = voc_size_images(Path(tmp) / "ev", args.images, args.seed)

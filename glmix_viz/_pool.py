@@ -40,6 +40,8 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from .memory import reuse_freed_memory
+
 __all__ = ["WorkerPool", "TaskResult", "PoolStartError", "usable_cores"]
 
 _logger = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ def _worker_main(tasks, results, init: Callable, init_args: tuple, task: Callabl
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     _die_with_parent()
+    reuse_freed_memory()
     parent = multiprocessing.parent_process()
     if parent is not None and not parent.is_alive():
         return  # it died before the request above

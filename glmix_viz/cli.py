@@ -38,6 +38,7 @@ from . import __version__
 from ._clihelp import HelpFormatter, device_from_flag
 from ._names import DEFAULT_MODEL, DEMO_IMAGE, FIGURES, FORMATS, OFFICIAL_MODELS
 from .fileio import RunInterrupted, check_output_dir, sigterm_interrupts
+from .memory import reuse_freed_memory
 
 _logger = logging.getLogger("glmix_viz")
 
@@ -262,6 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``glmix-viz``; returns the exit status (0 ok, 1 some images failed, 2 bad usage,
     130 interrupted: Ctrl-C or SIGTERM)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    reuse_freed_memory()
     try:
         with sigterm_interrupts():
             if argv[:1] == [EVALUATE]:

@@ -15,6 +15,7 @@ from glmix_viz import __version__
 from glmix_viz._clihelp import HelpFormatter
 from glmix_viz.fields import FieldError
 from glmix_viz.fileio import RunInterrupted, check_output_dir, sigterm_interrupts
+from glmix_viz.memory import reuse_freed_memory
 
 from .voc import LABEL_SOURCES
 
@@ -336,6 +337,7 @@ def _parser(wanted: Optional[Set[str]] = None) -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``glmix-wsss``; returns the exit status (0 ok, 1 failed, 2 bad usage,
     130 interrupted: Ctrl-C or SIGTERM)."""
+    reuse_freed_memory()
     try:
         with sigterm_interrupts():
             return _main(argv)
