@@ -6,15 +6,16 @@ serves blocks above its mmap threshold with fresh ``mmap`` calls, and trims
 freed memory at the top of its heap back to the system, so each of those
 allocations starts on untouched pages: the kernel faults and zeroes every
 4 KiB page on first write. On this project's 2-core machine that was about
-100,000 page faults and 15% of one image's evidence (docs/speed.md,
+100,000 page faults and 10-15% of one image's evidence on one thread (docs/speed.md,
 "Freed memory kept for reuse").
 
 :func:`reuse_freed_memory` raises both limits once per process (mmap
 threshold 32 MiB, the most glibc allows; trim threshold 1 GiB), so the heap
 keeps what a forward freed and the next forward reuses it. Numbers are
 unchanged (only where memory comes from); a process keeps up to 1 GiB of
-freed memory instead of returning it, its peak is the same. The CLIs and
-their worker processes call it at start. Torch-free.
+freed memory instead of returning it (its peak grew by about 0.2 GiB in the
+pseudo-label workers). The CLIs and their worker processes call it at start.
+Torch-free.
 """
 from __future__ import annotations
 
