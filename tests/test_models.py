@@ -7,6 +7,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from glmix_viz.capture import SlotCapture, glmix_blocks
 from glmix_viz.models import OFFICIAL_MODELS, GLNet, GLNetTokenLabel, fuse_for_inference
@@ -177,6 +178,56 @@ def test_fused_cpu_inference_equals_plain_path(name, monkeypatch):
         plain = _plain(model, fx["input"])
     assert (fused - plain).abs().max() < 1e-5
     assert (fused - fx["logits"]).abs().max() < TOL
+
+
+class _CountingOps:
+    """oneDNN's op namespace, counting the uses of its matrix product."""
+
+    def __init__(self, ops, calls: list) -> None:
+        self._ops, self._calls = ops, calls
+
+    def __getattr__(self, name):
+        if name == "_linear_pointwise":
+            self._calls.append(name)
+        return getattr(self._ops, name)
+
+
+@_NEEDS_ONEDNN
+@pytest.mark.parametrize("block", ["mha", "mha_nchw", "glmix"])
+def test_wide_pointwise_layers_run_as_matrix_products(block, monkeypatch):
+    """Layers with at least MATMUL_MIN_CHANNELS inputs (the last MLP layer at 640 channels, 2560 hidden)
+    on at least MATMUL_MIN_ROWS pixels take oneDNN's matrix product (plain, GELU, residual add, in place,
+    layer scale) and equal the plain path; narrower ones, or fewer pixels, stay convolutions."""
+    from glmix_viz.models import GLMixBlock, MHSABlock, MHSANCHWBlock, _fused
+
+    assert (_fused.MATMUL_MIN_CHANNELS, _fused.MATMUL_MIN_ROWS) == (2560, 128)
+    torch.manual_seed(0)
+    if block == "mha":
+        wide, narrow = MHSABlock(640, 20), MHSABlock(256, 8)
+        x_wide, x_narrow, x_few = torch.randn(2, 64, 640), torch.randn(2, 64, 256), torch.randn(2, 63, 640)
+    else:
+        cls = MHSANCHWBlock if block == "mha_nchw" else GLMixBlock
+        extra = {"mlp_dw": True, "layerscale": 0.5} if block == "mha_nchw" else {}
+        wide, narrow = cls(640, 20, **extra), cls(256, 8, **extra)
+        x_wide, x_narrow, x_few = (torch.randn(2, c, 8, h) for c, h in ((640, 8), (256, 8), (640, 7)))
+    calls: list = []
+    monkeypatch.setattr(_fused, "_ops", _CountingOps(_fused._ops, calls))
+    for module, x, wide_layer in ((wide, x_wide, True), (narrow, x_narrow, False), (wide, x_few, False)):
+        module.eval()
+        with torch.no_grad():
+            del calls[:]
+            fused = module(x)
+            assert module.fused_inference.enabled
+            assert bool(calls) is wide_layer
+            module.fused_inference.enabled = False
+            plain = module(x)
+            module.fused_inference.enabled = True
+        assert (fused - plain).abs().max() < 1e-4 * plain.abs().max()
+    if block == "mha":  # the GELU post-op on the matrix product (a first layer this wide)
+        del calls[:]
+        x, w, b = torch.randn(128, 2560), torch.randn(96, 2560) / 50, torch.randn(96)
+        out = _fused.linear(x, w, b, _fused.FusedInference(True), gelu=True)
+        assert calls and (out - F.gelu(F.linear(x, w, b))).abs().max() < 1e-5
 
 
 @_NEEDS_ONEDNN

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 __all__ = [
     "FusedInference", "fuse_for_inference", "AVAILABLE", "applies", "compiling", "conv", "conv_add",
     "conv_mlp_residual", "linear", "sequential", "hookless", "plain_conv", "images_per_chunk",
-    "clear_packed_weights", "CHUNK_BYTES", "PACKS_PER_WEIGHT",
+    "clear_packed_weights", "CHUNK_BYTES", "PACKS_PER_WEIGHT", "MATMUL_MIN_CHANNELS",
+    "MATMUL_MIN_ROWS",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -168,6 +169,26 @@ of the convolution weights (4.9 MiB each for ``glnet_demo``, 44 MiB for
 ``glnet_stl``).
 """
 
+MATMUL_MIN_CHANNELS = 2560
+"""Input channels from which a 1x1 convolution (or a linear layer) runs as oneDNN's matrix product.
+
+For 3072 input channels (the last MLP layer of ``glnet_stl``'s and
+``glnet_16g``'s last stage) oneDNN's 1x1 convolution picks a weight layout
+8 outputs wide and runs at about 20 GFLOP/s on this project's AVX2 CPU,
+against 70-80 for its matrix product on the same rows, at most input sizes
+(1x1 convolutions up to 2304 channels run at 65-85, as fast as or faster
+than the product), from :data:`MATMUL_MIN_ROWS` pixels on. Decided by the
+shapes alone, so every process makes the same choice; both kernels give the
+same bytes at any thread count. See docs/speed.md, "Wide 1x1 convolutions as
+matrix products".
+"""
+
+MATMUL_MIN_ROWS = 128
+"""Input pixels (images x height x width) from which :data:`MATMUL_MIN_CHANNELS` applies: below, as for
+the 49 tokens of one 224 px image's last stage, the convolution is as fast."""
+
+_MATMUL = hasattr(_ops, "_linear_pointwise") if _ops is not None else False
+
 # id(weight) -> [(stamp of the weight and what it was scaled by, input shape, packed weight), ...],
 # newest first
 _packed_cache: Dict[int, List[Tuple[tuple, tuple, torch.Tensor]]] = {}
@@ -191,10 +212,10 @@ def _scaled(w: torch.Tensor, scale: Optional[torch.Tensor], dim: int) -> torch.T
 def _packed(
     weight: torch.Tensor, x: torch.Tensor, padding: Sequence[int], groups: int, stride: Sequence[int] = _S1,
     scale: Optional[torch.Tensor] = None, depends: Optional[Sequence[torch.Tensor]] = None,
-    scale_dim: int = 0,
+    scale_dim: int = 0, matmul: bool = False,
 ) -> torch.Tensor:
     """``weight`` (times ``scale`` along ``scale_dim``) as a 4-d convolution weight in oneDNN's layout for
-    ``x``.
+    ``x``; with ``matmul``, as a plain ``(C_out, C_in)`` matrix for any input (see :func:`_matmul`).
 
     Cached per weight and input shape (see :data:`PACKS_PER_WEIGHT`) until the
     weight or one of ``depends`` (the tensors ``scale`` is made of; ``scale``
@@ -215,7 +236,7 @@ def _packed(
                  scale_dim)
     except RuntimeError:  # inference tensors track no version
         return _scaled(w, scale, scale_dim)
-    key, shape = id(weight), tuple(x.shape)
+    key, shape = id(weight), ("matmul",) if matmul else tuple(x.shape)
     entries = _packed_cache.get(key)
     if entries is None:
         entries = _packed_cache[key] = []
@@ -225,15 +246,42 @@ def _packed(
             if i:
                 entries.insert(0, entries.pop(i))
             return packed
-    packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-        _scaled(w, scale, scale_dim).detach().to_mkldnn(), list(padding), list(stride), _S1, groups,
-        list(shape)
-    )
+    if matmul:
+        packed = _scaled(w, scale, scale_dim).detach().reshape(w.shape[0], w.shape[1]).contiguous()
+    else:
+        packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            _scaled(w, scale, scale_dim).detach().to_mkldnn(), list(padding), list(stride), _S1, groups,
+            list(shape)
+        )
     entries[:] = [(stamp, shape, packed)] + [e for e in entries if e[0] == stamp][:PACKS_PER_WEIGHT - 1]
     return packed
 
 
+def _matmul(w: torch.Tensor, x: torch.Tensor, padding: Sequence[int], groups: int,
+            stride: Sequence[int] = _S1) -> bool:
+    """Whether a convolution with weight ``w`` runs on ``x`` as a matrix product (:data:`MATMUL_MIN_CHANNELS`,
+    :data:`MATMUL_MIN_ROWS`)."""
+    return (_MATMUL and groups == 1 and w.shape[1] >= MATMUL_MIN_CHANNELS and w[0].numel() == w.shape[1]
+            and x.shape[0] * x.shape[2] * x.shape[3] >= MATMUL_MIN_ROWS
+            and all(p == 0 for p in padding) and all(s == 1 for s in stride))
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """A channels_last ``(B, C, H, W)`` map as its pixels' rows ``(B*H*W, C)`` (a view)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _map(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Rows ``(B*H*W, C')`` back as a channels_last ``(B, C', H, W)`` map of ``like``'s size (a view)."""
+    B, _, H, W = like.shape
+    return rows.view(B, H, W, rows.shape[1]).permute(0, 3, 1, 2)
+
+
 def _conv(x, w, b, padding, groups, unary="none", stride=_S1, scale=None, depends=None, scale_dim=0):
+    if _matmul(w, x, padding, groups, stride):
+        w = _packed(w, x, padding, groups, stride, scale, depends, scale_dim, matmul=True)
+        rows = _ops._linear_pointwise(_rows(x), w, b, unary, [], "none" if unary == "gelu" else "")
+        return _map(rows, x)
     w = _packed(w, x, padding, groups, stride, scale, depends, scale_dim)
     return _ops._convolution_pointwise(x, w, b, padding, stride, _S1, groups, unary, [None], "none")
 
@@ -335,12 +383,21 @@ def sequential(seq: nn.Sequential, x: torch.Tensor, switch: FusedInference) -> t
 def _conv_add(x, other, w, b, padding, groups, scale=None):
     """``other + conv(x)`` in one pass, the weight times ``scale`` (``other`` has the output's shape and
     layout)."""
+    if _matmul(w, x, padding, groups):
+        w = _packed(w, x, padding, groups, _S1, scale, matmul=True)
+        return _map(_ops._linear_pointwise.binary(_rows(x), _rows(other), w, b, "add"), x)
     w = _packed(w, x, padding, groups, _S1, scale)
     return _ops._convolution_pointwise(x, other, w, b, padding, _S1, _S1, groups, "add", 1.0, None, [], None)
 
 
 def _conv_add_(other, x, w, b, padding, groups, scale=None):
-    """``other += conv(x)`` in one pass, in place, the weight times ``scale``."""
+    """``other += conv(x)`` in one pass (the matrix product: into a new buffer, then copied), in place, the
+    weight times ``scale``."""
+    if _matmul(w, x, padding, groups):
+        w = _packed(w, x, padding, groups, _S1, scale, matmul=True)
+        target = other.permute(0, 2, 3, 1).view(-1, other.shape[1])  # other is channels_last: a view
+        target.copy_(_ops._linear_pointwise.binary(_rows(x), target, w, b, "add"))
+        return other
     w = _packed(w, x, padding, groups, _S1, scale)
     return _ops._convolution_pointwise_(other, x, w, b, padding, _S1, _S1, groups, "add", 1.0, None, [], None)
 
