@@ -3,8 +3,9 @@
 On the CPU, without autograd, the blocks run their convolutional MLPs and
 linear layers through oneDNN's fused primitives (the ones ``torch.compile``
 uses for CPU): convolution + GELU in one pass, convolution + residual add in
-one pass, linear layers as 1x1 convolutions. Weights are handed to oneDNN
-pre-packed in its blocked layout (as ``torch.compile``'s freezing does), so
+one pass, linear layers as 1x1 convolutions (the widest layers as oneDNN's
+matrix product instead: :data:`MATMUL_MIN_CHANNELS`). Weights are handed to
+oneDNN pre-packed in its blocked layout (as ``torch.compile``'s freezing does), so
 no call reorders a weight: the packed copies are cached per weight tensor and
 rebuilt when the weight changes (its version counter or storage), e.g. after
 an optimizer step or ``load_state_dict``. They cost about the weights' size
