@@ -228,6 +228,12 @@ def test_wide_pointwise_layers_run_as_matrix_products(block, monkeypatch):
         x, w, b = torch.randn(128, 2560), torch.randn(96, 2560) / 50, torch.randn(96)
         out = _fused.linear(x, w, b, _fused.FusedInference(True), gelu=True)
         assert calls and (out - F.gelu(F.linear(x, w, b))).abs().max() < 1e-5
+        with torch.inference_mode():  # weights without a version counter: used unpacked, as a matrix
+            made, x = MHSABlock(640, 20).eval(), torch.randn(2, 64, 640)
+            del calls[:]
+            fused = made(x)
+            made.fused_inference.enabled = False
+            assert calls and (fused - made(x)).abs().max() < 1e-4 * fused.abs().max()
 
 
 @_NEEDS_ONEDNN

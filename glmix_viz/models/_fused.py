@@ -175,10 +175,10 @@ MATMUL_MIN_CHANNELS = 2560
 
 For 3072 input channels (the last MLP layer of ``glnet_stl``'s and
 ``glnet_16g``'s last stage) oneDNN's 1x1 convolution picks a weight layout
-8 outputs wide and runs at about 20 GFLOP/s on this project's AVX2 CPU,
-against 70-80 for its matrix product on the same rows, at most input sizes
-(1x1 convolutions up to 2304 channels run at 65-85, as fast as or faster
-than the product), from :data:`MATMUL_MIN_ROWS` pixels on. Decided by the
+8 outputs wide and runs at about 20 GFLOP/s per thread on this project's
+AVX2 CPU, against 70-80 for its matrix product on the same rows, at most
+input sizes (1x1 convolutions up to 2304 channels run at 65-85, as fast as
+or faster than the product), from :data:`MATMUL_MIN_ROWS` pixels on. Decided by the
 shapes alone, so every process makes the same choice; both kernels give the
 same bytes at any thread count. See docs/speed.md, "Wide 1x1 convolutions as
 matrix products".
@@ -236,7 +236,7 @@ def _packed(
         stamp = (_stamp(weight), tuple(_stamp(d) for d in depends), tuple(padding), tuple(stride), groups,
                  scale_dim)
     except RuntimeError:  # inference tensors track no version
-        return _scaled(w, scale, scale_dim)
+        return _matrix(_scaled(w, scale, scale_dim)) if matmul else _scaled(w, scale, scale_dim)
     key, shape = id(weight), ("matmul",) if matmul else tuple(x.shape)
     entries = _packed_cache.get(key)
     if entries is None:
@@ -248,7 +248,7 @@ def _packed(
                 entries.insert(0, entries.pop(i))
             return packed
     if matmul:
-        packed = _scaled(w, scale, scale_dim).detach().reshape(w.shape[0], w.shape[1]).contiguous()
+        packed = _matrix(_scaled(w, scale, scale_dim).detach())
     else:
         packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
             _scaled(w, scale, scale_dim).detach().to_mkldnn(), list(padding), list(stride), _S1, groups,
@@ -256,6 +256,11 @@ def _packed(
         )
     entries[:] = [(stamp, shape, packed)] + [e for e in entries if e[0] == stamp][:PACKS_PER_WEIGHT - 1]
     return packed
+
+
+def _matrix(w: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution's weight ``(C_out, C_in, 1, 1)`` as the matrix ``(C_out, C_in)``."""
+    return w.reshape(w.shape[0], w.shape[1]).contiguous()
 
 
 def _matmul(w: torch.Tensor, x: torch.Tensor, padding: Sequence[int], groups: int,
