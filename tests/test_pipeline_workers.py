@@ -58,6 +58,24 @@ def test_two_workers_write_the_same_bytes(sequential, tiny_voc, tiny_ckpt, tmp_p
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
 
 
+def test_the_gpu_layout_writes_the_same_bytes(sequential, tiny_voc, tiny_ckpt, tmp_path,  # noqa: F811
+                                              monkeypatch):
+    """The layout of a GPU run, here on the CPU: this process computes the evidence and hands it to two
+    post-processing workers (packed as arrays); PNGs, scores and evidence equal --workers 0's."""
+    from wsss import commands
+
+    real, seen = commands.run_pseudo_labels, []
+    monkeypatch.setattr(commands, "run_pseudo_labels", lambda *a, **k: seen.append(k["workers"]) or
+                        real(*a, **k, model_in_workers=False))
+    out = tmp_path / "gpu-layout"
+    assert cli.main(args(tiny_voc, tiny_ckpt, out, "--save-scores", "--save-evidence", "--workers", "2")) == 0
+    assert seen == [2]
+    assert digest_all(out) == digest_all(sequential)
+    with pytest.raises(ValueError, match="model_in_workers=True needs the model on the CPU"):
+        pipeline.run_pseudo_labels(None, None, [], {}, tmp_path / "x", head=None, device=torch.device("cuda"),
+                                   workers=2, model_in_workers=True)
+
+
 def test_region_relabelling_runs_in_the_workers(tiny_voc, tiny_ckpt, tmp_path):  # noqa: F811
     """With the model on the CPU the workers hold it, so region relabelling (which needs it) runs there:
     the same PNGs as one image after the other."""

@@ -501,6 +501,7 @@ def run_pseudo_labels(
     save_evidence: bool = False, evidence_dir: Optional[Path] = None, rank: int = 0, world_size: int = 1,
     progress: bool = True, workers: int = 0, worker_threads: Optional[int] = None,
     max_batch_pixels: int = MAX_BATCH_PIXELS, precision: str = "float32",
+    model_in_workers: Optional[bool] = None,
 ) -> Dict[str, int]:
     """Write ``out/<id>.png`` for this rank's share of ``ids``; returns counts.
 
@@ -525,6 +526,9 @@ def run_pseudo_labels(
         max_batch_pixels: see :func:`wsss.evidence.compute_evidence` (a memory bound, not a setting).
         precision: the forwards' precision (:func:`wsss.evidence.compute_evidence`; ``"bfloat16"``
             changes the masks a little: docs/wsss.md, "At dataset scale").
+        model_in_workers: with ``workers``, whether each worker runs the model (the default with the
+            model on the CPU) or this process does and the workers post-process (the default on a GPU;
+            on the CPU too when ``False``); the files are the same either way.
 
     Returns:
         ``{"written", "skipped" (already there), "failed"}`` for this rank.
@@ -533,6 +537,11 @@ def run_pseudo_labels(
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if model_in_workers is None:
+        model_in_workers = device.type == "cpu"
+    elif model_in_workers and device.type != "cpu":
+        raise ValueError(f"model_in_workers=True needs the model on the CPU, not {device} (the workers are "
+                         "CPU processes)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     extras = [name for name, on in (("scores", save_scores), ("evidence", save_evidence)) if on]
@@ -545,7 +554,7 @@ def run_pseudo_labels(
         config = config.for_model(model)
     config.capture_blocks()  # the blocks are known before the first image
     stage = None  # the model, for workers that run it
-    if workers and model is not None and device.type == "cpu":
+    if workers and model is not None and model_in_workers:
         stage = _ModelStage(model, head, max_batch_pixels, precision)
     elif workers and config.regions is not None:
         _logger.warning("region relabelling needs the model, which runs in this process: post-processing "
