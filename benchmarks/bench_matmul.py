@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import timm
@@ -32,15 +34,8 @@ from glmix_viz.models import _fused
 from wsss.evidence import ClassHead, compute_evidence
 from wsss.presets import resolve_settings
 
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_pipeline import load_warning, median_seconds  # noqa: E402
 
 
 def layers(repeats: int) -> None:
@@ -50,10 +45,10 @@ def layers(repeats: int) -> None:
             x, w, b = torch.randn(rows, cin), torch.randn(cout, cin) / cin ** 0.5, torch.randn(cout)
             gflop = 2 * rows * cin * cout / 1e9
             image = x.view(1, rows, 1, cin).permute(0, 3, 1, 2)
-            conv = timed(lambda: _fused._ops._convolution_pointwise(
+            conv = median_seconds(lambda: _fused._ops._convolution_pointwise(
                 image, _fused._packed(w, image, [0, 0], 1), b, [0, 0], [1, 1], [1, 1], 1, "none", [None],
                 "none"), repeats)
-            matmul = timed(lambda: _fused._ops._linear_pointwise(x, w, b, "none", [], ""), repeats)
+            matmul = median_seconds(lambda: _fused._ops._linear_pointwise(x, w, b, "none", [], ""), repeats)
             route = "matrix product" if _fused._matmul(w, image, [0, 0], 1) else "convolution"
             print(f"  {rows:5d} rows, {cin:4d} -> {cout:4d}: {gflop / conv:5.0f} / {gflop / matmul:5.0f}"
                   f"  (runs as: {route})")
@@ -99,6 +94,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
     reuse_freed_memory()
+    warning = load_warning(os.cpu_count() or 1)
+    if warning:
+        print(warning)
     print(f"load average {os.getloadavg()[0]:.2f}; torch {torch.__version__}; {torch.get_num_threads()} "
           f"threads; MATMUL_MIN_CHANNELS {_fused.MATMUL_MIN_CHANNELS}; {time.strftime('%Y-%m-%d %H:%M')}")
     layers(args.rounds)

@@ -21,8 +21,7 @@ default pseudo-label (2.3 s on a 2-core CPU, docs/wsss.md "Throughput").
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +31,12 @@ from scipy import ndimage
 
 from wsss.voc import read_mask
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_pipeline import median_seconds  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MASKS = ROOT / "tests" / "data" / "voc_sample" / "VOCdevkit" / "VOC2012" / "SegmentationClass"
 PSEUDO_LABEL_S = 2.3
-
-
-def _median(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -112,7 +104,7 @@ def main() -> None:
     print(f"{'operation':38s} {'ours ms':>9s} {'OpenCV ms':>10s} {'ours/cv':>8s} "
           f"{'saving / pseudo-label':>22s}")
     for name, ours, theirs, per in rows:
-        a, b = _median(ours, args.repeats) / per, _median(theirs, args.repeats) / per
+        a, b = median_seconds(ours, args.repeats) / per, median_seconds(theirs, args.repeats) / per
         saving = 100 * (a - b) / PSEUDO_LABEL_S
         print(f"{name:38s} {1e3 * a:9.3f} {1e3 * b:10.3f} {a / b:8.2f} {saving:21.3f}%")
 

@@ -67,6 +67,17 @@ def load_warning(cores: int) -> str:
     return ""
 
 
+def median_seconds(fn, repeats: int) -> float:
+    """The median wall time of ``repeats`` calls of ``fn``, after one untimed call (warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def voc_size_images(root: Path, n: int, seed: int) -> VOCLayout:
     """``n`` EmojiVOC train images, each resized to 500x375 (image-level labels unchanged)."""
     layout = VOCLayout(make_emojivoc(root, train=n, val=1, seed=seed, progress=False))

@@ -1,4 +1,4 @@
-"""Confusion matrices of label maps against VOC-style masks, and the scores read from them (numpy only).
+"""Confusion matrices of label maps against VOC-style masks, and the scores read from them (no torch).
 
 Shared by the slot metrics (:mod:`glmix_viz.analysis.segments`, oracle labellings) and the pseudo-label
 scores (:mod:`wsss.metrics`). For ``n`` classes the matrix ``M`` is ``(n, n + 1)``: ``M[g, p]`` counts pixels
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .voc import IGNORE_INDEX, VOC_CLASSES
+
 __all__ = ["IGNORE_INDEX", "confusion_matrix", "iou_from_confusion", "mean_iou", "pixel_accuracy"]
 
-IGNORE_INDEX = 255
 
-
-def confusion_matrix(pred: np.ndarray, gt: np.ndarray, n_class: int = 21,
+def confusion_matrix(pred: np.ndarray, gt: np.ndarray, n_class: int = len(VOC_CLASSES),
                      ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Confusion counts of one label map against its mask.
 

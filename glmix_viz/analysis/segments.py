@@ -86,6 +86,7 @@ import torch
 
 from ..confusion import confusion_matrix as _confusion_matrix
 from ..confusion import iou_from_confusion, mean_iou, pixel_accuracy
+from ..voc import IGNORE_INDEX, VOC_CLASSES
 from .maps import hard_assignment
 from .medoids import SlotClusters, cluster_slots
 
@@ -114,9 +115,9 @@ __all__ = [
     "slot_segments",
 ]
 
-N_CLASS = 21
+N_CLASS = len(VOC_CLASSES)
 """VOC: background and 20 object classes."""
-IGNORE = 255
+IGNORE = IGNORE_INDEX
 """VOC's void label (object borders, difficult objects)."""
 SLIC_COMPACTNESS = 10.0
 """SLIC's colour/space trade-off in CIELAB (scikit-image's default; the SLIC paper uses 1..40)."""

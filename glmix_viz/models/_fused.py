@@ -267,7 +267,8 @@ def _matmul(w: torch.Tensor, x: torch.Tensor, padding: Sequence[int], groups: in
             stride: Sequence[int] = _S1) -> bool:
     """Whether a convolution with weight ``w`` runs on ``x`` as a matrix product (:data:`MATMUL_MIN_CHANNELS`,
     :data:`MATMUL_MIN_ROWS`)."""
-    return (_MATMUL and groups == 1 and w.shape[1] >= MATMUL_MIN_CHANNELS and w[0].numel() == w.shape[1]
+    return (_MATMUL and groups == 1 and w.shape[1] >= MATMUL_MIN_CHANNELS
+            and w.numel() == w.shape[0] * w.shape[1]  # 1x1 (or a linear layer's matrix)
             and x.shape[0] * x.shape[2] * x.shape[3] >= MATMUL_MIN_ROWS
             and all(p == 0 for p in padding) and all(s == 1 for s in stride))
 
